@@ -1,0 +1,113 @@
+"""Client tokens: JWTs with `sub`, `plan`, `exp` and an optional `email` (contract §1)."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from voicegate.config import Settings
+from voicegate.errors import AuthError, ConfigError
+
+log = logging.getLogger("voicegate.auth")
+
+__all__ = ["Identity", "TokenVerifier", "mint_token"]
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who a valid token says the client is."""
+
+    user_id: str
+    plan: str
+    email: str | None = None
+
+
+class TokenVerifier:
+    """Verifies client tokens with the configured secret or public key and claim checks."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.algorithms = list(settings.jwt_algorithms)
+        self.audience = settings.jwt_audience
+        self.issuer = settings.jwt_issuer
+        self.ephemeral = False
+        if settings.jwt_public_key is not None:
+            self._key: str = settings.jwt_public_key.get_secret_value()
+        elif settings.jwt_secret is not None:
+            self._key = settings.jwt_secret.get_secret_value()
+        elif settings.is_production:  # config validation already refuses this; be explicit
+            raise ConfigError("APP_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY")
+        else:
+            self._key = secrets.token_urlsafe(32)
+            self.ephemeral = True
+            log.warning(
+                "⚠️ No JWT_SECRET configured: using an ephemeral development secret; "
+                "tokens from POST /api/v1/dev/token are valid until this process exits"
+            )
+
+    @property
+    def can_mint(self) -> bool:
+        """Whether this server holds a signing key (HS256), as in development."""
+        return self.algorithms == ["HS256"] or self.ephemeral
+
+    def mint(self, user_id: str, plan: str, email: str | None = None, ttl: int = 3600) -> str:
+        return mint_token(self._key, user_id, plan, email, ttl, self.audience, self.issuer)
+
+    def verify(self, token: str | None) -> Identity:
+        """The identity in `token`, or `AuthError` saying what is wrong (never the token)."""
+        if not token:
+            raise AuthError("Missing token")
+        try:
+            claims = jwt.decode(
+                token,
+                self._key,
+                algorithms=self.algorithms,
+                audience=self.audience,
+                issuer=self.issuer,
+                options={"require": ["sub", "exp"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise AuthError("Token expired") from None
+        except jwt.InvalidSignatureError:
+            raise AuthError("Invalid token signature") from None
+        except jwt.InvalidAudienceError:
+            raise AuthError("Invalid token audience") from None
+        except jwt.InvalidIssuerError:
+            raise AuthError("Invalid token issuer") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError(f"Token is missing the '{exc.claim}' claim") from None
+        except jwt.InvalidAlgorithmError:
+            raise AuthError("Token algorithm not allowed") from None
+        except jwt.DecodeError:
+            raise AuthError("Malformed token") from None
+        except jwt.InvalidTokenError:
+            raise AuthError("Invalid token") from None
+        plan = claims.get("plan")
+        if not isinstance(plan, str) or not isinstance(claims["sub"], str):
+            raise AuthError("Token claims 'sub' and 'plan' must be strings")
+        email = claims.get("email")
+        return Identity(claims["sub"], plan, email if isinstance(email, str) else None)
+
+
+def mint_token(
+    key: str,
+    user_id: str,
+    plan: str,
+    email: str | None = None,
+    ttl: int = 3600,
+    audience: str | None = None,
+    issuer: str | None = None,
+) -> str:
+    """An HS256 client token for `user_id` on `plan`, valid for `ttl` seconds."""
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": user_id, "plan": plan, "iat": now, "exp": now + ttl}
+    if email:
+        claims["email"] = email
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    return jwt.encode(claims, key, algorithm="HS256")

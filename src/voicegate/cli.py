@@ -1,0 +1,106 @@
+"""The `voicegate` command: serve, token, doctor, verify (contract §6)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import socket
+import sys
+from collections.abc import Sequence
+
+from voicegate.config import load_settings
+from voicegate.errors import ConfigError
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args))
+    except ConfigError as exc:
+        print(f"voicegate: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voicegate", description="Realtime voice gateway")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    token = commands.add_parser("token", help="print a client JWT signed with JWT_SECRET")
+    token.add_argument("--user", required=True, help="user id (the `sub` claim)")
+    token.add_argument("--plan", required=True, help="plan, e.g. elite or intelia")
+    token.add_argument("--email", default=None)
+    token.add_argument("--ttl", type=int, default=3600, help="seconds of validity (default 3600)")
+    token.set_defaults(run=_token)
+
+    doctor = commands.add_parser("doctor", help="diagnose the Redis connection step by step")
+    doctor.add_argument("--redis-url", default=None, help="default: REDIS_URL")
+    doctor.set_defaults(run=_doctor)
+
+    verify = commands.add_parser("verify", help="run the deployment checks against a gateway")
+    verify.add_argument("base_url", metavar="BASE_URL", help="e.g. https://voice.example.com")
+    credentials = verify.add_mutually_exclusive_group(required=True)
+    credentials.add_argument("--token", help="a client token for a user on an allowed plan")
+    credentials.add_argument("--jwt-secret", help="mint test tokens with this HS256 secret")
+    verify.add_argument("--rate-limit", action="store_true",
+                        help="also check that the sixth session within the window is refused")  # fmt: skip
+    verify.add_argument("--timeout", type=float, default=10.0)
+    verify.set_defaults(run=_verify)
+    return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    if not _port_free(args.host, args.port):
+        print(f"voicegate: {args.host}:{args.port} is already in use", file=sys.stderr)
+        return 1
+    from voicegate.server import serve
+
+    serve(settings, args.host, args.port)
+    return 0
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _token(args: argparse.Namespace) -> int:
+    from voicegate.auth import mint_token
+
+    settings = load_settings()
+    if settings.jwt_secret is None:
+        raise ConfigError("JWT_SECRET: not set; `voicegate token` signs with it")
+    print(
+        mint_token(
+            settings.jwt_secret.get_secret_value(), args.user, args.plan, args.email, args.ttl,
+            settings.jwt_audience, settings.jwt_issuer,
+        )
+    )  # fmt: skip
+    return 0
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from voicegate import doctor
+
+    url = args.redis_url or load_settings().redis_url.get_secret_value()
+    return doctor.run(url, out=sys.stdout)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from voicegate import verify
+
+    return asyncio.run(verify.run(args, out=sys.stdout))

@@ -1,0 +1,483 @@
+"""`voicegate doctor`: diagnose the Redis connection step by step (contract §6).
+
+One line per step: URL, DNS, TCP, TLS, AUTH, PING, version, latency, then the server's clients
+and memory. The first failing step stops the run with the likely cause and the fix, taken from
+`_GUIDE`, the troubleshooting section of the deployment guide. Every line goes through
+`mask_text` with the URL's passwords as known secrets: no password is ever printed.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import statistics
+import time
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Any, TextIO
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from voicegate._redact import mask_text, mask_url
+from voicegate.config import REDIS_SCHEMES
+
+__all__ = ["run"]
+
+OK, FAIL, WARN, INFO = "✅", "❌", "⚠️", "ℹ️"
+# The deployment guide's monitoring thresholds, the same as the health endpoint's alerts.
+LATENCY_THRESHOLD_MS, MEMORY_THRESHOLD, CLIENTS_THRESHOLD = 100.0, 0.80, 10
+_PING = b"*1\r\n$4\r\nPING\r\n"
+_RESP_TYPES = b"+-:$*_,#!=(%~|>"  # the first byte of any RESP2/RESP3 reply
+_CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+# failure -> (likely cause, fix); `{...}` fields are filled from the failing step.
+_GUIDE: dict[str, tuple[str, str]] = {
+    "url": (
+        "REDIS_URL is malformed, or has a scheme or option redis-py does not know",
+        "write it as redis://[user:password@]host:port/db, rediss://… for TLS, "
+        "redis+sentinel://host:port[,host:port]/service or redis+cluster://host:port",
+    ),
+    "ssl_on_plain": (
+        "ssl_* options only apply to TLS connections",
+        "use rediss:// if the server speaks TLS, else remove the ssl_* options",
+    ),
+    "dns": (
+        "the host name is misspelled, unknown to this network's DNS (e.g. a Docker or "
+        "Kubernetes service name used from outside), or DNS is down",
+        "check the host name in REDIS_URL and this machine's DNS, or use the server's IP",
+    ),
+    "refused": (
+        "the port is closed or nothing is listening on it (Redis not running, wrong "
+        "port, bound to another interface), or a firewall rejects the connection",
+        "start Redis or correct the port in REDIS_URL; check bind/port in redis.conf and "
+        "that the firewall or security group lets this machine reach port {port}",
+    ),
+    "unreachable": (
+        "a firewall or security group drops the packets, or the host or the network is wrong",
+        "check the host in REDIS_URL and open port {port} to this machine",
+    ),
+    "socket": (
+        "Redis is not running, not listening on this socket, or this user may not open it",
+        "check unixsocket and unixsocketperm in redis.conf and the path in REDIS_URL",
+    ),
+    "tls_expected": (
+        "the URL is {scheme}:// but the port answers plain-text Redis",
+        "use redis:// in REDIS_URL, or enable TLS on the server (tls-port)",
+    ),
+    "tls_required": (
+        "the port is a TLS port (tls-port): a plain-text PING gets no Redis reply",
+        "use rediss:// in REDIS_URL, with ssl_ca_certs=/path/to/ca.pem if the "
+        "server certificate is not from a public CA",
+    ),
+    "certificate": (
+        "the certificate is not signed by a CA this client trusts, or not for this host",
+        "set ssl_ca_certs=/path/to/ca.pem (the CA that signed the server certificate)"
+        " and connect with a host name the certificate lists",
+    ),
+    "client_cert": (
+        "the server requires client certificates (tls-auth-clients yes)",
+        "add ssl_certfile=/path/to/client.crt&ssl_keyfile=/path/to/client.key",
+    ),
+    "tls": (
+        "a certificate file is missing or not PEM, or the server's TLS settings differ",
+        "check the ssl_* options in REDIS_URL against the server's tls-* settings",
+    ),
+    "not_redis": ("another service listens on this port", "check the port in REDIS_URL"),
+    "wrongpass": (
+        "the password (or the user name) in REDIS_URL is wrong",
+        "check the password in REDIS_URL against requirepass or the ACL user; "
+        "percent-encode @ : / # in it",
+    ),
+    "noauth": (
+        "requirepass (or an ACL) is set on the server and REDIS_URL has no password",
+        "add the password to REDIS_URL: redis://default:<password>@host:port/0",
+    ),
+    "refused_command": ("the server refused the connection or the command", "{hint}"),
+    "sentinel": (
+        "the service name differs from `sentinel monitor <name>`, the master is down, "
+        "or the sentinels require a password",
+        "check the name after the last / in REDIS_URL, and sentinel_password",
+    ),
+    "cluster": (
+        "the server is not a healthy cluster node",
+        "use redis:// for a standalone server, or repair the cluster (CLUSTER INFO)",
+    ),
+}
+_HINTS = {
+    "DB index": "use a db number below the server's `databases` setting in REDIS_URL",
+    "max number of clients": "raise maxclients, or find the client that leaks connections",
+    "DENIED": "set a password on Redis (requirepass), or turn protected-mode off",
+    "loading": "wait until Redis has loaded its dataset, then run the doctor again",
+}
+
+
+class _StepFailed(Exception):
+    def __init__(self, step: str, problem: str, cause: str, fix: str) -> None:
+        super().__init__(problem)
+        self.step, self.problem, self.cause, self.fix = step, problem, cause, fix
+
+
+@dataclass
+class _Target:
+    """What the steps need from a REDIS_URL, read as redis-py reads it."""
+
+    scheme: str
+    credentials: str  # `user:password`, kept only to build the URL of one node
+    nodes: list[tuple[str, int]]
+    path: str
+    query: dict[str, str]
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme.startswith("rediss")
+
+    @property
+    def kind(self) -> str:
+        return self.scheme.partition("+")[2] or "standalone"
+
+    def node_url(self, host: str, port: int, *, drop: str = "") -> str:
+        """A redis:// or rediss:// URL for one node, for redis-py's standalone client."""
+        auth = f"{self.credentials}@" if self.credentials else ""
+        query = urlencode({k: v for k, v in self.query.items() if k != drop})
+        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        db = self.path if self.kind == "standalone" else ""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{auth}{netloc}{db}" + (f"?{query}" if query else "")
+
+
+def run(url: str, out: TextIO, *, timeout: float = 3.0) -> int:
+    """Diagnose the Redis at `url`, one line per step on `out`; every wait is `timeout` at most.
+
+    Returns 0 when every step passes (warnings included), 1 at the first failing step.
+    """
+    doctor = _Doctor(out, timeout, _secrets(url))
+    try:
+        doctor.check(url)
+    except _StepFailed as failed:
+        doctor.say(FAIL, failed.step, failed.problem)
+        # The guide's own words hold no secret, and masking would blur its example URLs.
+        out.write(f"   Likely cause: {failed.cause}.\n   Fix: {failed.fix}.\n")
+        return 1
+    except Exception as exc:  # an unforeseen failure is still one masked line, not a traceback
+        doctor.say(FAIL, doctor.step, f"unexpected error: {type(exc).__name__}: {exc}")
+        return 1
+    doctor.line("All checks passed: voicegate can use this Redis.")
+    return 0
+
+
+def _secrets(url: str) -> tuple[str, ...]:
+    try:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+    except ValueError:
+        return ()
+    raw = parts.netloc.rpartition("@")[0].partition(":")[2]
+    found = (raw, unquote(raw), query.get("password"), query.get("sentinel_password"))
+    return tuple(s for s in found if s)
+
+
+class _Doctor:
+    def __init__(self, out: TextIO, timeout: float, secrets: tuple[str, ...]) -> None:
+        self.out, self.timeout, self.secrets = out, timeout, secrets
+        self.step = "URL"
+
+    def line(self, text: str) -> None:
+        self.out.write(mask_text(text, self.secrets) + "\n")
+
+    def say(self, icon: str, step: str, text: str) -> None:
+        self.line(f"{icon} {step}: {text}")
+
+    def fail(self, problem: str, failure: str, **fields: object) -> _StepFailed:
+        cause, fix = _GUIDE[failure]
+        return _StepFailed(self.step, problem, cause.format(**fields), fix.format(**fields))
+
+    def check(self, url: str) -> None:
+        target = self.parse(url)
+        self.reach(target)
+        if target.kind == "sentinel":
+            host, port = self.sentinel(target)
+            target = self.parse(target.node_url(host, port, drop="sentinel_password"), quiet=True)
+            self.reach(target)
+        self.tls(target)
+        node = target.node_url(*target.nodes[0]) if target.nodes else url
+        client = redis.Redis.from_url(
+            node,
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
+            retry=Retry(NoBackoff(), 0),  # one attempt: the doctor reports, it does not retry
+        )
+        try:
+            self.auth_and_ping(client, ":" in target.credentials or "password" in target.query)
+            self.server(client, target.kind)
+        finally:
+            client.close()
+        if target.kind == "cluster":
+            self.cluster(node)
+
+    def parse(self, url: str, *, quiet: bool = False) -> _Target:
+        self.step = "URL"
+        try:
+            parts = urlsplit(url)
+            scheme = parts.scheme.lower()
+            if scheme not in REDIS_SCHEMES:
+                raise ValueError(f"unsupported scheme {scheme or '(none)'}://")
+            credentials, _, hosts = parts.netloc.rpartition("@")
+            port = 26379 if scheme.endswith("sentinel") else 6379
+            nodes = [] if scheme == "unix" else [_host_port(n, port) for n in hosts.split(",")]
+            if (scheme == "unix" or scheme.endswith("sentinel")) and not parts.path.strip("/"):
+                raise ValueError("no socket path" if scheme == "unix" else "no /service_name")
+            target = _Target(scheme, credentials, nodes, parts.path, dict(parse_qsl(parts.query)))
+            if target.query.get("ssl_cert_reqs", "required") not in _CERT_REQS:
+                raise ValueError("ssl_cert_reqs must be none, optional or required")
+            ssl_options = sorted(k for k in target.query if k.startswith("ssl_"))
+            if ssl_options and not target.tls:
+                problem = f"{', '.join(ssl_options)} given but the URL is {scheme}://"
+                raise self.fail(problem, "ssl_on_plain")
+            if target.kind == "standalone":  # let redis-py reject the options it does not know
+                redis.Redis.from_url(url).connection_pool.make_connection()
+        except (TypeError, ValueError) as exc:
+            raise self.fail(f"cannot use {mask_url(url)}: {exc}", "url") from None
+        if not quiet:
+            where = parts.path if scheme == "unix" else ", ".join(f"{h}:{p}" for h, p in nodes)
+            tls = "TLS" if target.tls else "no TLS"
+            self.say(OK, "URL", f"{mask_url(url)} ({target.kind}, {tls}, {where})")
+        return target
+
+    def reach(self, target: _Target) -> None:
+        if not target.nodes:
+            self.say(INFO, "DNS", "not needed for a unix socket")
+            self.step = "Socket"
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                sock.settimeout(self.timeout)
+                try:
+                    sock.connect(target.path)
+                except OSError as exc:
+                    raise self.fail(f"cannot connect to {target.path}: {exc}", "socket") from None
+            self.say(OK, "Socket", f"{target.path} accepts connections")
+            return
+        for host, _ in target.nodes:
+            self.dns(host)
+        for host, port in target.nodes:
+            self.tcp(host, port)
+
+    def dns(self, host: str) -> None:
+        self.step = "DNS"
+        pool = ThreadPoolExecutor(max_workers=1)  # getaddrinfo has no timeout of its own
+        try:
+            resolving = pool.submit(socket.getaddrinfo, host, None, type=socket.SOCK_STREAM)
+            addresses = sorted({str(info[4][0]) for info in resolving.result(self.timeout)})
+        except (OSError, FutureTimeout) as exc:
+            reason = (
+                f"no answer within {self.timeout:g} s" if isinstance(exc, FutureTimeout) else exc
+            )
+            raise self.fail(f"cannot resolve {host} ({reason})", "dns") from None
+        finally:
+            pool.shutdown(wait=False)
+        self.say(OK, "DNS", f"{host} → {', '.join(addresses)}")
+
+    def tcp(self, host: str, port: int) -> None:
+        self.step = "TCP"
+        start = time.perf_counter()
+        try:
+            socket.create_connection((host, port), timeout=self.timeout).close()
+        except ConnectionRefusedError:
+            raise self.fail(f"{host}:{port} refused the connection", "refused", port=port) from None
+        except OSError as exc:  # a timeout, no route to host, network unreachable
+            reason = (
+                f"no answer within {self.timeout:g} s" if isinstance(exc, TimeoutError) else exc
+            )
+            raise self.fail(
+                f"cannot reach {host}:{port}: {reason}", "unreachable", port=port
+            ) from None
+        elapsed = (time.perf_counter() - start) * 1000
+        self.say(OK, "TCP", f"{host}:{port} accepts connections ({elapsed:.1f} ms)")
+
+    def tls(self, target: _Target) -> None:
+        self.step = "TLS"
+        if not target.nodes:
+            self.say(INFO, "TLS", "not used on a unix socket")
+            return
+        host, port = target.nodes[0]
+        if not target.tls:  # a TLS port resets a plain-text PING: check that one answers
+            reply = self.plain_ping(host, port)
+            if reply[:1] and reply[:1] in _RESP_TYPES:
+                self.say(
+                    INFO, "TLS", f"not used ({target.scheme}://), the server answers in plain text"
+                )
+                return
+            if self.handshake(host, port, _context({"ssl_cert_reqs": "none"})) is not None:
+                problem = f"the server expects TLS but the URL is {target.scheme}://"
+                raise self.fail(problem, "tls_required")
+            self.step = "PING"
+            problem = f"{host}:{port} does not answer in the Redis protocol (reply: {reply[:24]!r})"
+            raise self.fail(problem, "not_redis")
+        try:
+            context = _context(target.query)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            raise self.fail(f"cannot load the certificate files: {exc}", "tls") from None
+        try:
+            version = self.handshake(host, port, context, raise_errors=True)
+        except ssl.SSLCertVerificationError as exc:
+            problem = f"the server certificate was rejected: {exc.verify_message}"
+            raise self.fail(problem, "certificate") from None
+        except OSError as exc:
+            if self.plain_ping(host, port)[:1] in (b"+", b"-"):
+                problem = "TLS expected but the server does not speak TLS"
+                raise self.fail(problem, "tls_expected", scheme=target.scheme) from None
+            if "CERTIFICATE_REQUIRED" in str(exc).upper():
+                raise self.fail("the server asks for a client certificate", "client_cert") from None
+            raise self.fail(f"TLS handshake failed: {exc}", "tls") from None
+        if context.verify_mode == ssl.CERT_NONE:
+            self.say(
+                WARN, "TLS", f"{version} but the certificate is NOT verified (ssl_cert_reqs=none)"
+            )
+        else:
+            what = "certificate and host name" if context.check_hostname else "certificate"
+            self.say(OK, "TLS", f"{version} handshake OK, {what} verified")
+
+    def handshake(
+        self, host: str, port: int, context: ssl.SSLContext, *, raise_errors: bool = False
+    ) -> str | None:
+        """The TLS version after a handshake and a PING (a client-cert refusal shows there)."""
+        try:
+            with (
+                socket.create_connection((host, port), timeout=self.timeout) as raw,
+                context.wrap_socket(raw, server_hostname=host) as sock,
+            ):
+                sock.sendall(_PING)
+                if not sock.recv(64):
+                    raise ConnectionResetError("the server closed the TLS connection")
+                return sock.version()
+        except OSError:
+            if raise_errors:
+                raise
+            return None
+
+    def plain_ping(self, host: str, port: int) -> bytes:
+        """The first bytes a plain-text PING gets back; empty on a reset, a close or silence."""
+        try:
+            with socket.create_connection((host, port), timeout=self.timeout) as sock:
+                sock.sendall(_PING)
+                return sock.recv(64)
+        except OSError:
+            return b""
+
+    def auth_and_ping(self, client: redis.Redis, has_password: bool) -> None:
+        self.step = "AUTH"
+        try:
+            client.ping()
+        except redis.AuthenticationError as exc:
+            if has_password:
+                raise self.fail(
+                    f"the server rejected the credentials ({exc})", "wrongpass"
+                ) from None
+            problem = "the server requires a password and REDIS_URL has none (NOAUTH)"
+            raise self.fail(problem, "noauth") from None
+        except redis.RedisError as exc:
+            self.step = "PING"
+            hint = next((h for k, h in _HINTS.items() if k in str(exc)), "read the server's log")
+            raise self.fail(f"{type(exc).__name__}: {exc}", "refused_command", hint=hint) from None
+        self.say(OK, "AUTH", "password accepted" if has_password else "no password required")
+        self.say(OK, "PING", "PONG")
+
+    def server(self, client: redis.Redis, kind: str) -> None:
+        self.step = "Version"
+        info: dict[str, Any] = client.info()
+        role = info.get("role", "master")
+        mode = info.get("redis_mode", "standalone")
+        self.say(OK, "Version", f"Redis {info.get('redis_version', '?')} ({mode}, {role})")
+        if role != "master":
+            self.say(WARN, "Role", "a replica: writes fail with READONLY, use the master's URL")
+        if mode == "cluster" and kind != "cluster":
+            self.say(WARN, "Mode", "a cluster node: use redis+cluster:// so keys reach their node")
+        self.step = "Latency"
+        samples = []
+        for _ in range(5):
+            start = time.perf_counter()
+            client.ping()
+            samples.append((time.perf_counter() - start) * 1000)
+        median = statistics.median(samples)
+        slow = median > LATENCY_THRESHOLD_MS
+        text = f"{median:.2f} ms (median of {len(samples)} PINGs)"
+        if slow:
+            text += f", above {LATENCY_THRESHOLD_MS:g} ms: run voicegate closer to Redis"
+        self.say(WARN if slow else OK, "Latency", text)
+        clients = int(info.get("connected_clients", 0))
+        many = clients > CLIENTS_THRESHOLD
+        text = f"{clients} connected" + (f", above {CLIENTS_THRESHOLD}" if many else "")
+        self.say(WARN if many else INFO, "Clients", text)
+        used, limit = int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        text = f"{info.get('used_memory_human', '?')} used"
+        if not limit:
+            self.say(INFO, "Memory", f"{text}, no maxmemory limit")
+            return
+        share = used / limit
+        text += f" of {info.get('maxmemory_human', limit)} ({share:.0%})"
+        if share > MEMORY_THRESHOLD:
+            text += f", above {MEMORY_THRESHOLD:.0%}: raise maxmemory or free memory"
+        self.say(WARN if share > MEMORY_THRESHOLD else OK, "Memory", text)
+
+    def sentinel(self, target: _Target) -> tuple[str, int]:
+        self.step = "Sentinel"
+        service = target.path.strip("/").split("/")[0]
+        timeouts = {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
+        password = {"password": target.query.get("sentinel_password")}
+        sentinels = redis.Sentinel(  # type: ignore[no-untyped-call]
+            target.nodes, sentinel_kwargs={**timeouts, **password}, **timeouts
+        )
+        try:
+            host, port = sentinels.discover_master(service)  # type: ignore[no-untyped-call]
+        except redis.RedisError as exc:
+            raise self.fail(f"no master for {service!r}: {exc}", "sentinel") from None
+        self.say(OK, "Sentinel", f"master {service!r} is at {host}:{port}")
+        return str(host), int(port)
+
+    def cluster(self, url: str) -> None:
+        self.step = "Cluster"
+        timeouts = {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
+        try:
+            cluster = redis.RedisCluster.from_url(url, **timeouts)
+            try:
+                info = cluster.cluster_info()
+            finally:
+                cluster.close()
+        except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
+            raise self.fail(f"{type(exc).__name__}: {exc}", "cluster") from None
+        state, slots = info.get("cluster_state"), info.get("cluster_slots_ok")
+        text = (
+            f"state {state}, {slots}/16384 slots ok, nodes known: {info.get('cluster_known_nodes')}"
+        )
+        if state != "ok":
+            raise self.fail(text, "cluster")
+        self.say(OK, "Cluster", text)
+
+
+def _context(query: dict[str, str]) -> ssl.SSLContext:
+    """The SSL context redis-py's SSLConnection builds from the same URL options."""
+    context = ssl.create_default_context()
+    reqs = _CERT_REQS[query.get("ssl_cert_reqs", "required")]
+    check = query.get("ssl_check_hostname", "true").upper() not in ("0", "F", "FALSE", "N", "NO")
+    context.check_hostname = check and reqs != ssl.CERT_NONE
+    context.verify_mode = reqs
+    if query.get("ssl_certfile") or query.get("ssl_keyfile"):
+        context.load_cert_chain(query["ssl_certfile"], query.get("ssl_keyfile"))
+    if query.get("ssl_ca_certs") or query.get("ssl_ca_path"):
+        context.load_verify_locations(query.get("ssl_ca_certs"), query.get("ssl_ca_path"))
+    return context
+
+
+def _host_port(node: str, default: int) -> tuple[str, int]:
+    """Split `host[:port]` or `[v6]:port`; a bad port raises ValueError."""
+    if node.startswith("["):
+        host, _, rest = node[1:].partition("]")
+        port = rest.removeprefix(":")
+    else:
+        host, _, port = node.partition(":") if node.count(":") == 1 else (node, "", "")
+    number = int(port) if port else default
+    if not host or not 0 < number < 65536:
+        raise ValueError(f"bad host or port in {node!r}")
+    return unquote(host), number

@@ -1,0 +1,74 @@
+"""voicegate's exceptions. Third-party errors are mapped to these at the boundary.
+
+    VoicegateError
+    ├── ConfigError             bad configuration; start-up stops with one line
+    ├── StorageError
+    │   └── StorageUnavailable  Redis is unreachable, timed out or refused a command
+    ├── AuthError               token missing, malformed, expired or badly signed
+    ├── AdmissionError          a session was refused (carries the close code and reason)
+    ├── EngineError
+    │   ├── UpstreamUnavailable the engine could not be reached after the retries
+    │   ├── UpstreamRejected    the engine refused the credential or the quota is exhausted
+    │   └── UpstreamClosed      the engine closed the connection
+    └── ClientEventError        a client message was refused; the session goes on
+"""
+
+from __future__ import annotations
+
+
+class VoicegateError(Exception):
+    """Root of every error raised by voicegate."""
+
+
+class ConfigError(VoicegateError):
+    """A setting is missing or invalid; the message names the variable, never its secret value."""
+
+
+class StorageError(VoicegateError):
+    """A storage backend failed."""
+
+
+class StorageUnavailable(StorageError):
+    """Redis could not be reached, timed out, or refused a command."""
+
+
+class AuthError(VoicegateError):
+    """The client token is missing, malformed, expired or badly signed."""
+
+
+class AdmissionError(VoicegateError):
+    """A voice session was refused; `code` and `reason` are the WebSocket close frame."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+class EngineError(VoicegateError):
+    """The speech engine failed."""
+
+
+class UpstreamUnavailable(EngineError):
+    """The engine could not be reached after every retry."""
+
+
+class UpstreamRejected(EngineError):
+    """The engine refused the credential, or the account's quota is exhausted: not retried."""
+
+
+class UpstreamClosed(EngineError):
+    """The engine closed the connection."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class ClientEventError(VoicegateError):
+    """A client message was refused; the session goes on. `code` names the problem."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

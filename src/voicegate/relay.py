@@ -1,0 +1,289 @@
+"""One admitted voice connection: the relay both ways, the session record, the timers.
+
+Four tasks run beside each other until one of them decides how the connection ends:
+
+    client → engine   translate and forward client events (audio frames are not parsed)
+    engine → client   forward server events, note finished turns for the session record
+    heartbeat         renew the lease; lost means another connection took the session (4409)
+    saver             write the record after a turn or a preference change (never per frame)
+
+plus the per-connection cap (`session.timeout`, then 4008).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import Any
+
+import sentry_sdk
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from voicegate.engines import EngineSession, Turn
+from voicegate.errors import ClientEventError, EngineError, UpstreamClosed
+from voicegate.gateway import HEARTBEAT_SECONDS, Admitted, Gateway
+from voicegate.metrics import RELAY_BYTES, RELAY_MESSAGES, SESSIONS_ACTIVE, UPSTREAM_RECONNECTS
+from voicegate.protocol import (
+    apply_preferences,
+    error_event,
+    event_type,
+    rename_for_beta,
+    translate_client_event,
+)
+
+log = logging.getLogger("voicegate.session")
+
+# Server events that end a turn and carry its text: (role, field holding the text).
+_TURN_EVENTS = {
+    "conversation.item.input_audio_transcription.completed": ("user", "transcript"),
+    "response.output_audio_transcript.done": ("assistant", "transcript"),
+    "response.output_text.done": ("assistant", "text"),
+}
+_REASON_MAX = 120  # a close reason must fit in 123 bytes
+
+
+class VoiceConnection:
+    """The life of one client connection after admission."""
+
+    def __init__(self, gateway: Gateway, websocket: WebSocket, admitted: Admitted, beta: bool):
+        self.gateway = gateway
+        self.websocket = websocket
+        self.record = admitted.record
+        self.lease = admitted.lease
+        self.engine: EngineSession = admitted.engine
+        self.resumed = admitted.resumed
+        self.config = gateway.engine_config(self.record)
+        self.beta = beta
+        self._close: tuple[int, str] | None = None
+        self._ended = asyncio.Event()
+        self._finished = asyncio.Event()
+        self._dirty = asyncio.Event()
+        self._engine_ready = asyncio.Event()
+        self._engine_ready.set()
+        self._client_gone = False
+        self._taken_over = False
+        self._counts = [0, 0, 0, 0]  # messages in, bytes in, messages out, bytes out
+        self._log_extra = {"session_id": self.record.session_id, "engine": gateway.engine.name}
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        settings = self.gateway.settings
+        sid = self.record.session_id
+        with sentry_sdk.isolation_scope() as scope:
+            scope.set_tag("session_id", sid)
+            scope.set_tag("engine", self.gateway.engine.name)
+            scope.set_user({"id": self.record.user_id})
+            await self._send(json.dumps({
+                "type": "gateway.session", "session_id": sid, "resumed": self.resumed,
+                "engine": self.gateway.engine.name, "expires_in": settings.session_ttl_seconds,
+            }))  # fmt: skip
+            self.gateway.attach(sid, self)
+            SESSIONS_ACTIVE.inc()
+            log.info(
+                "Voice session %s %s for user %s", sid, "resumed" if self.resumed else "started",
+                self.record.user_id, extra=self._log_extra,
+            )  # fmt: skip
+            tasks = [
+                asyncio.create_task(self._guard(self._from_client())),
+                asyncio.create_task(self._guard(self._from_engine())),
+                asyncio.create_task(self._guard(self._heartbeat())),
+                asyncio.create_task(self._guard(self._saver())),
+                asyncio.create_task(self._guard(self._cap(settings.voice_max_session_seconds))),
+            ]
+            try:
+                await self._ended.wait()
+            finally:
+                await self._shut_down(tasks)
+
+    async def _shut_down(self, tasks: list[asyncio.Task[None]]) -> None:
+        # 1. Stop the loops; nothing is relayed after this point.
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self.gateway.detach(self.record.session_id, self)
+        SESSIONS_ACTIVE.dec()
+        self._flush_counts()
+        # 2. Close the engine conversation.
+        await self.engine.close()
+        # 3. Save the record, unless a newer connection owns it now, and give the lease back.
+        storage, record = self.gateway.storage, self.record
+        if not self._taken_over:
+            if self._dirty.is_set():
+                await self._save()
+            await storage.release(record.user_id, record.session_id, self.lease.connection_id)
+        # 4. Tell the client how it ended.
+        if not self._client_gone and self._close is not None:
+            code, reason = self._close
+            try:
+                await self.websocket.close(code, reason[:_REASON_MAX])
+            except (RuntimeError, OSError):  # the client went away meanwhile
+                pass
+        self._finished.set()
+        log.info("Voice session %s ended (%s)", record.session_id,
+                 self._close[0] if self._close else "client left", extra=self._log_extra)  # fmt: skip
+
+    def _end(self, code: int, reason: str) -> None:
+        if self._close is None and not self._ended.is_set():
+            self._close = (code, reason)
+        self._ended.set()
+
+    async def _guard(self, loop: Any) -> None:
+        try:
+            await loop
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Voice session %s failed", self.record.session_id, extra=self._log_extra)
+            self._end(1011, "Internal error")
+
+    # -- called by the gateway --------------------------------------------------------------
+
+    def taken_over(self) -> None:
+        self._taken_over = True
+        self._end(4409, "Session resumed by a newer connection")
+
+    async def drain(self) -> None:
+        await self._send('{"type": "gateway.draining"}')
+        self._end(1001, "Server restarting, reconnect with your session_id")
+        await self._finished.wait()
+
+    # -- the loops --------------------------------------------------------------------------
+
+    async def _from_client(self) -> None:
+        limit = self.gateway.settings.voice_max_message_bytes
+        receive, counts = self.websocket.receive, self._counts
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                self._client_gone = True
+                self._ended.set()
+                return
+            text = message.get("text")
+            if text is None:
+                await self._send(error_event("binary_frame", "binary frames are not accepted; send JSON text"))
+                continue
+            size = len(text)
+            if size * 4 > limit and len(text.encode()) > limit:
+                self._end(1009, f"Message too large (max {limit} bytes)")
+                return
+            counts[0] += 1
+            counts[1] += size
+            try:
+                translated = translate_client_event(text, self.config)
+            except ClientEventError as exc:
+                await self._send(error_event(exc.code, exc.message))
+                continue
+            if translated.preferences:
+                self._remember(translated.preferences)
+            if translated.upstream is not None:
+                await self._to_engine(translated.upstream)
+
+    async def _to_engine(self, event: str) -> None:
+        try:
+            await self.engine.send(event)
+        except UpstreamClosed:
+            # The engine loop reconnects (or ends the connection); this event is dropped.
+            await self._engine_ready.wait()
+
+    async def _from_engine(self) -> None:
+        send, counts, beta = self.websocket.send_text, self._counts, self.beta
+        while True:
+            try:
+                text = await self.engine.receive()
+            except UpstreamClosed as exc:
+                if not await self._reconnect_engine(exc):
+                    return
+                continue
+            kind = event_type(text)
+            if kind in _TURN_EVENTS:
+                self._note_turn(kind, text)
+            if beta:
+                text = rename_for_beta(text)
+            counts[2] += 1
+            counts[3] += len(text)
+            try:
+                await send(text)
+            except (WebSocketDisconnect, RuntimeError, OSError):
+                self._client_gone = True
+                self._ended.set()
+                return
+
+    async def _reconnect_engine(self, closed: UpstreamClosed) -> bool:
+        """Restore a lost engine connection with the conversation replayed; else end with 1011."""
+        self._engine_ready.clear()
+        log.warning("Engine connection lost (%s), reconnecting", closed, extra=self._log_extra)
+        try:
+            self.engine = await self.gateway.connect_engine(self.record)
+        except EngineError as exc:
+            self._end(1011, f"Upstream closed and could not be reached again: {exc}")
+            return False
+        finally:
+            self._engine_ready.set()
+        UPSTREAM_RECONNECTS.labels(self.gateway.engine.name).inc()
+        await self._send('{"type": "gateway.upstream_reconnected"}')
+        return True
+
+    async def _heartbeat(self) -> None:
+        storage, record, lease = self.gateway.storage, self.record, self.lease
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            self._flush_counts()
+            if not await storage.renew(record.user_id, record.session_id, lease):
+                self.taken_over()
+                return
+
+    async def _saver(self) -> None:
+        while True:
+            await self._dirty.wait()
+            await self._save()
+
+    async def _cap(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        await self._send(json.dumps({"type": "session.timeout", "max_seconds": seconds}))
+        self._end(4008, f"Session time limit reached ({seconds:g} s)")
+
+    # -- the session record -----------------------------------------------------------------
+
+    def _note_turn(self, kind: str, text: str) -> None:
+        role, field = _TURN_EVENTS[kind]
+        try:
+            said = json.loads(text).get(field)
+        except (ValueError, AttributeError):
+            return
+        if isinstance(said, str) and said.strip():
+            conversation = self.record.conversation
+            conversation.append(Turn(role, said.strip()))  # type: ignore[arg-type]
+            del conversation[: max(0, len(conversation) - self.gateway.settings.voice_conversation_max_turns)]
+            self._dirty.set()
+
+    def _remember(self, preferences: dict[str, Any]) -> None:
+        for name, value in preferences.items():
+            setattr(self.record, name, value)
+        self.config = apply_preferences(self.config, preferences)
+        self._dirty.set()
+
+    async def _save(self) -> None:
+        self._dirty.clear()
+        self.record.touch()
+        await self.gateway.storage.save_session(self.record, self.gateway.settings.session_ttl_seconds)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    async def _send(self, text: str) -> None:
+        try:
+            await self.websocket.send_text(text)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self._client_gone = True
+            self._ended.set()
+
+    def _flush_counts(self) -> None:
+        counts = self._counts
+        if counts[0]:
+            RELAY_MESSAGES.labels("client_to_engine").inc(counts[0])
+            RELAY_BYTES.labels("client_to_engine").inc(counts[1])
+        if counts[2]:
+            RELAY_MESSAGES.labels("engine_to_client").inc(counts[2])
+            RELAY_BYTES.labels("engine_to_client").inc(counts[3])
+        self._counts[:] = [0, 0, 0, 0]
