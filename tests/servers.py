@@ -43,7 +43,11 @@ class Gateway:
         return f"ws://127.0.0.1:{self.port}/api/v1/ws/voice"
 
     def start(self, timeout: float = 20) -> Gateway:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "VOICE_", "JWT_", "OPENAI_", "SENTRY_", "APP_"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("REDIS_", "VOICE_", "JWT_", "OPENAI_", "SENTRY_", "APP_"))
+        }
         env.update(self.env)
         env["PYTHONUNBUFFERED"] = "1"
         with self._log.open("ab") as log:

@@ -182,6 +182,7 @@ def _spawn(args: list[str], port: int) -> subprocess.Popen[bytes]:
         except OSError:
             time.sleep(0.02)
     process.kill()
+    process.wait(timeout=10)
     raise RuntimeError(f"redis-server on port {port} did not start within 10 s")
 
 
@@ -195,9 +196,11 @@ def sentinel_port(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
         f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
     )
     process = _spawn([str(config), "--sentinel"], port)
-    yield port
-    process.kill()
-    process.wait(timeout=10)
+    try:
+        yield port
+    finally:
+        process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.fixture
@@ -205,17 +208,20 @@ def cluster_port(tmp_path: Path) -> Iterator[int]:
     """A one-node cluster serving every slot."""
     port = free_port()
     args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
-    process = _spawn([*args, "--cluster-enabled", "yes"], port)
-    client = redis.Redis(port=port, decode_responses=True)
-    client.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
-    deadline = time.monotonic() + 10
-    while "cluster_state:ok" not in str(client.execute_command("CLUSTER INFO")):
-        assert time.monotonic() < deadline, "the cluster did not become ok within 10 s"
-        time.sleep(0.05)
-    client.close()
-    yield port
-    process.kill()
-    process.wait(timeout=10)
+    # The bus port defaults to port + 10000, which a high free port would push past 65535.
+    args += ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+    process = _spawn(args, port)
+    try:
+        with redis.Redis(port=port, decode_responses=True) as client:
+            client.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
+            deadline = time.monotonic() + 10
+            while client.execute_command("CLUSTER INFO")["cluster_state"] != "ok":
+                assert time.monotonic() < deadline, "the cluster did not become ok within 10 s"
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.kill()
+        process.wait(timeout=10)
 
 
 @pytest.mark.slow
@@ -250,4 +256,5 @@ def test_cluster_url_to_a_standalone_server_fails(redis_server: RedisServer) -> 
 
     assert code == 1
     problem, _, fix = failure(lines, "Cluster")
-    assert "Cluster mode is not enabled" in problem and "use redis://" in fix
+    assert problem == "❌ Cluster: the server runs in standalone mode, not in cluster mode"
+    assert "use redis://" in fix

@@ -122,7 +122,9 @@ async def test_restart_returns_to_redis_and_writes_back(
         assert not backend.available
         redis_server.start()
         await wait_until(lambda: backend.available)
-        connected = [r for r in caplog.records if "✅ Redis connected successfully" in r.getMessage()]
+        connected = [
+            r for r in caplog.records if "✅ Redis connected successfully" in r.getMessage()
+        ]
         assert len(connected) == 2  # at start, and again after the recovery
 
         raw = aioredis.from_url(redis_server.url)  # Redis restarted empty: all comes from memory

@@ -141,6 +141,13 @@ class Settings(BaseSettings):
             raise ValueError("no host in the URL")
         return value
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _check_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 32:
+            raise ValueError("too short: use at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        return value
+
     @field_validator("openai_realtime_url")
     @classmethod
     def _check_ws_url(cls, value: str) -> str:

@@ -212,11 +212,11 @@ class _Doctor:
         )
         try:
             self.auth_and_ping(client, ":" in target.credentials or "password" in target.query)
-            self.server(client, target.kind)
+            mode = self.server(client, target.kind)
         finally:
             client.close()
         if target.kind == "cluster":
-            self.cluster(node)
+            self.cluster(node, mode)
 
     def parse(self, url: str, *, quiet: bool = False) -> _Target:
         self.step = "URL"
@@ -384,7 +384,8 @@ class _Doctor:
         self.say(OK, "AUTH", "password accepted" if has_password else "no password required")
         self.say(OK, "PING", "PONG")
 
-    def server(self, client: redis.Redis, kind: str) -> None:
+    def server(self, client: redis.Redis, kind: str) -> str:
+        """Version, latency, clients and memory; returns the server's redis_mode."""
         self.step = "Version"
         info: dict[str, Any] = client.info()
         role = info.get("role", "master")
@@ -414,12 +415,13 @@ class _Doctor:
         text = f"{info.get('used_memory_human', '?')} used"
         if not limit:
             self.say(INFO, "Memory", f"{text}, no maxmemory limit")
-            return
+            return str(mode)
         share = used / limit
         text += f" of {info.get('maxmemory_human', limit)} ({share:.0%})"
         if share > MEMORY_THRESHOLD:
             text += f", above {MEMORY_THRESHOLD:.0%}: raise maxmemory or free memory"
         self.say(WARN if share > MEMORY_THRESHOLD else OK, "Memory", text)
+        return str(mode)
 
     def sentinel(self, target: _Target) -> tuple[str, int]:
         self.step = "Sentinel"
@@ -433,11 +435,16 @@ class _Doctor:
             host, port = sentinels.discover_master(service)  # type: ignore[no-untyped-call]
         except redis.RedisError as exc:
             raise self.fail(f"no master for {service!r}: {exc}", "sentinel") from None
+        finally:
+            for client in sentinels.sentinels:
+                client.close()
         self.say(OK, "Sentinel", f"master {service!r} is at {host}:{port}")
         return str(host), int(port)
 
-    def cluster(self, url: str) -> None:
+    def cluster(self, url: str, mode: str) -> None:
         self.step = "Cluster"
+        if mode != "cluster":  # before RedisCluster, which would leak its probe connection
+            raise self.fail(f"the server runs in {mode} mode, not in cluster mode", "cluster")
         timeouts = {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
         try:
             cluster = redis.RedisCluster.from_url(url, **timeouts)

@@ -1,0 +1,31 @@
+"""Speech-to-speech engines behind one interface: the OpenAI Realtime API and the local echo."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from voicegate.engines.base import Engine, EngineConfig, EngineSession, Turn
+from voicegate.engines.local import LocalEngine, LocalSession
+from voicegate.engines.openai import OpenAIEngine, OpenAISession
+
+if TYPE_CHECKING:
+    from voicegate.config import Settings
+
+__all__ = [
+    "Engine",
+    "EngineConfig",
+    "EngineSession",
+    "LocalEngine",
+    "LocalSession",
+    "OpenAIEngine",
+    "OpenAISession",
+    "Turn",
+    "engine_from_settings",
+]
+
+
+def engine_from_settings(settings: Settings) -> Engine:
+    """The engine `VOICE_ENGINE` names (`auto`: OpenAI when `OPENAI_API_KEY` is set, else local)."""
+    if settings.engine_name == "openai":
+        return OpenAIEngine.from_settings(settings)
+    return LocalEngine()

@@ -1,4 +1,4 @@
-"""Builders of GA Realtime client events shared by the engines and the client protocol.
+"""Builders of GA Realtime events shared by the engines and the client protocol.
 
 Shapes follow the GA Realtime API (no `OpenAI-Beta` header): `session.type = "realtime"`, audio
 settings under `session.audio.input|output`, assistant history as `output_text` content.
@@ -80,3 +80,29 @@ def history_item(turn: Turn) -> dict[str, Any]:
 def history_events(history: list[Turn]) -> list[str]:
     """One `conversation.item.create` per turn, oldest first."""
     return [dumps({"type": "conversation.item.create", "item": history_item(t)}) for t in history]
+
+
+def assistant_item(item_id: str, status: str, transcript: str | None) -> dict[str, Any]:
+    """An assistant message item of one audio part (as a server event carries it)."""
+    content = [{"type": "output_audio", "transcript": transcript}] if transcript else []
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "role": "assistant",
+        "status": status,
+        "content": content,
+    }
+
+
+def response_object(
+    response_id: str, status: str, output: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The `response` of `response.created` and `response.done`."""
+    return {
+        "id": response_id,
+        "object": "realtime.response",
+        "status": status,
+        "output": output or [],
+        "output_modalities": ["audio"],
+    }

@@ -17,7 +17,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
-from voicegate.engines._ga import BYTES_PER_SECOND, dumps, history_item, session_config
+from voicegate.engines._ga import (
+    BYTES_PER_SECOND,
+    assistant_item,
+    dumps,
+    history_item,
+    response_object,
+    session_config,
+)
 from voicegate.engines._vad import EnergyVad
 from voicegate.engines.base import Engine, EngineConfig, EngineSession, Turn
 from voicegate.errors import UpstreamClosed
@@ -25,6 +32,7 @@ from voicegate.errors import UpstreamClosed
 __all__ = ["LocalEngine", "LocalSession"]
 
 _MAX_BUFFER = BYTES_PER_SECOND * 600  # ten minutes; a dev engine should not eat the host's memory
+_AT = {"output_index": 0, "content_index": 0}  # the echo answers with one audio part
 
 
 def _new_id(prefix: str) -> str:
@@ -37,6 +45,10 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _seconds(audio_bytes: int) -> str:
     return f"{audio_bytes / BYTES_PER_SECOND:.1f}"
+
+
+def _ms(audio_bytes: int) -> int:
+    return audio_bytes * 1000 // BYTES_PER_SECOND
 
 
 class LocalEngine(Engine):
@@ -70,9 +82,13 @@ class _Response:
     item_id: str
     task: asyncio.Task[None] | None = None
 
+    @property
+    def ids(self) -> dict[str, str]:
+        return {"response_id": self.response_id, "item_id": self.item_id}
+
 
 class LocalSession(EngineSession):
-    """One echo conversation. `history` and `items` are kept for inspection."""
+    """One echo conversation. `config`, `history` and `items` are kept for inspection."""
 
     def __init__(self, engine: LocalEngine, config: EngineConfig, history: list[Turn]) -> None:
         self.config = replace(config)
@@ -84,10 +100,9 @@ class LocalSession(EngineSession):
         self._event_ids = itertools.count(1)
         self._closed = False
         self._buffer = bytearray()
-        self._vad_pos = 0  # bytes of the buffer the VAD has looked at
-        self._speech_item: str | None = None  # set while the VAD hears speech
-        self._silence_ms = 0
-        self._heard_bytes = 0  # audio committed so far, for the VAD's millisecond offsets
+        self._vad = EnergyVad(engine.speech_rms)
+        self._speech_item: str | None = None  # the user item the VAD is hearing
+        self._heard = 0  # bytes committed so far: the VAD reports times from the session start
         self._last_item: str | None = None
         self._active: _Response | None = None
         self._emit("session.created", session=self._session_object())
@@ -106,7 +121,7 @@ class LocalSession(EngineSession):
         kind = parsed.get("type") if isinstance(parsed, dict) else None
         handler = self._HANDLERS.get(kind) if isinstance(kind, str) else None
         if handler is None:
-            self._error("unknown_event", f"unknown client event type `{kind}`", parsed)
+            self._error("unknown_event", f"unknown client event type `{kind}`", _dict(parsed))
             return
         handler(self, parsed)
 
@@ -141,17 +156,18 @@ class LocalSession(EngineSession):
             return
         self._buffer += audio
         if self.config.turn_detection is not None:
-            self._detect_turns()
+            self._detect_turns(self.config.turn_detection)
 
     def _on_commit(self, event: dict[str, Any]) -> None:
         if not self._buffer:
             self._error("input_audio_buffer_commit_empty", "the input audio buffer is empty", event)
-            return
-        self._commit(len(self._buffer), respond=True)
+        else:
+            self._commit(len(self._buffer), respond=True)
 
     def _on_clear(self, event: dict[str, Any]) -> None:
         self._buffer.clear()
-        self._reset_vad()
+        self._vad.reset()
+        self._speech_item = None
         self._emit("input_audio_buffer.cleared")
 
     def _on_response_create(self, event: dict[str, Any]) -> None:
@@ -169,33 +185,27 @@ class LocalSession(EngineSession):
             self._cancel_response("client_cancelled")
 
     def _on_session_update(self, event: dict[str, Any]) -> None:
-        session = event.get("session")
-        if not isinstance(session, dict):
-            self._error("invalid_value", "`session` must be an object", event)
-            return
-        audio = session.get("audio") if isinstance(session.get("audio"), dict) else {}
-        output = audio.get("output") if isinstance(audio.get("output"), dict) else {}
-        audio_in = audio.get("input") if isinstance(audio.get("input"), dict) else {}
+        session = _dict(event.get("session"))
+        audio = _dict(session.get("audio"))
+        audio_in, output = _dict(audio.get("input")), _dict(audio.get("output"))
         config = self.config
-        for source in (session, output):  # flat beta names, then the GA places
+        for source in (session, output):  # the flat beta names, then the GA places
             config.voice = source.get("voice", config.voice)
             config.speed = source.get("speed", config.speed)
-        config.instructions = session.get("instructions", config.instructions)
         for source in (session, audio_in):
             if "turn_detection" in source:
                 config.turn_detection = source["turn_detection"]
-                self._reset_vad()
-        transcription = audio_in.get("transcription")
-        if isinstance(transcription, dict) and "language" in transcription:
-            config.language = transcription["language"]
+                self._vad.reset()
+        config.instructions = session.get("instructions", config.instructions)
+        config.language = _dict(audio_in.get("transcription")).get("language", config.language)
         self._emit("session.updated", session=self._session_object())
 
     def _on_item_create(self, event: dict[str, Any]) -> None:
         item = event.get("item")
         if not isinstance(item, dict):
             self._error("invalid_value", "`item` must be an object", event)
-            return
-        self._add_item({**item, "id": item.get("id") or _new_id("item")})
+        else:
+            self._add_item({**item, "id": item.get("id") or _new_id("item")})
 
     def _on_item_truncate(self, event: dict[str, Any]) -> None:
         if event.get("item_id") not in self.items:
@@ -208,10 +218,10 @@ class LocalSession(EngineSession):
         item_id = event.get("item_id")
         if not isinstance(item_id, str) or self.items.pop(item_id, None) is None:
             self._error("item_not_found", "no such item", event)
-            return
-        self._emit("conversation.item.deleted", item_id=item_id)
+        else:
+            self._emit("conversation.item.deleted", item_id=item_id)
 
-    _HANDLERS: dict[str, Callable[[LocalSession, dict[str, Any]], None]] = {
+    _HANDLERS: ClassVar[dict[str, Callable[[LocalSession, dict[str, Any]], None]]] = {
         "input_audio_buffer.append": _on_append,
         "input_audio_buffer.commit": _on_commit,
         "input_audio_buffer.clear": _on_clear,
@@ -223,155 +233,116 @@ class LocalSession(EngineSession):
         "conversation.item.delete": _on_item_delete,
     }
 
-    # -- turns -----------------------------------------------------------------------------
+    # -- turns and responses ---------------------------------------------------------------
 
-    def _detect_turns(self) -> None:
-        """Energy VAD over 20 ms windows: speech, then enough silence, commits the turn."""
-        detection = self.config.turn_detection or {}
-        silence_needed = detection.get("silence_duration_ms")
-        if not isinstance(silence_needed, int | float):
-            silence_needed = 500
-        threshold = self._engine.speech_rms**2
-        while len(self._buffer) - self._vad_pos >= _WINDOW:
-            window = bytes(self._buffer[self._vad_pos : self._vad_pos + _WINDOW])
-            self._vad_pos += _WINDOW
-            if _mean_square(window) >= threshold:
-                self._silence_ms = 0
-                if self._speech_item is None:
-                    self._speech_item = _new_id("item")
-                    start_ms = (self._heard_bytes + self._vad_pos - _WINDOW) * 1000
-                    self._emit(
-                        "input_audio_buffer.speech_started",
-                        audio_start_ms=start_ms // BYTES_PER_SECOND,
-                        item_id=self._speech_item,
-                    )
-                    if self._active is not None and detection.get("interrupt_response", True):
-                        self._cancel_response("turn_detected")
-            elif self._speech_item is not None:
-                self._silence_ms += 20
-                if self._silence_ms >= silence_needed:
-                    end_ms = (self._heard_bytes + self._vad_pos) * 1000 // BYTES_PER_SECOND
-                    self._emit(
-                        "input_audio_buffer.speech_stopped",
-                        audio_end_ms=end_ms,
-                        item_id=self._speech_item,
-                    )
-                    self._commit(self._vad_pos, respond=detection.get("create_response", True))
-
-    def _reset_vad(self) -> None:
-        self._vad_pos = 0
-        self._speech_item = None
-        self._silence_ms = 0
+    def _detect_turns(self, detection: dict[str, Any]) -> None:
+        silence = detection.get("silence_duration_ms")
+        self._vad.silence_ms = silence if isinstance(silence, int) and silence > 0 else 500
+        for kind, offset in self._vad.scan(self._buffer):
+            if kind == "speech_started":
+                self._speech_item = _new_id("item")
+                start = {"audio_start_ms": _ms(self._heard + offset), "item_id": self._speech_item}
+                self._emit("input_audio_buffer.speech_started", **start)
+                if self._active is not None and detection.get("interrupt_response", True):
+                    self._cancel_response("turn_detected")  # the user talks over the answer
+            else:
+                end = {"audio_end_ms": _ms(self._heard + offset), "item_id": self._speech_item}
+                self._emit("input_audio_buffer.speech_stopped", **end)
+                self._commit(offset, respond=detection.get("create_response", True) is not False)
 
     def _commit(self, size: int, *, respond: bool) -> None:
         """Commit the first `size` buffered bytes as a user turn, and answer it if `respond`."""
         audio = bytes(self._buffer[:size])
         del self._buffer[:size]
-        item_id = self._speech_item or _new_id("item")
-        self._reset_vad()
-        self._heard_bytes += size
+        self._vad.reset()
+        item_id, self._speech_item = self._speech_item or _new_id("item"), None
+        self._heard += size
         self._emit(
             "input_audio_buffer.committed", previous_item_id=self._last_item, item_id=item_id
         )
-        item = {
-            "id": item_id,
-            "type": "message",
-            "role": "user",
-            "content": [{"type": "input_audio"}],
-        }
-        self._add_item(item)
         transcript = f"({_seconds(size)} seconds of audio)"
-        item["content"][0]["transcript"] = transcript
+        content = [{"type": "input_audio", "transcript": None}]
+        self._add_item({"id": item_id, "type": "message", "role": "user", "content": content})
+        content[0]["transcript"] = transcript
+        usage = {"type": "duration", "seconds": round(size / BYTES_PER_SECOND, 3)}
         self._emit(
             "conversation.item.input_audio_transcription.completed",
             item_id=item_id,
             content_index=0,
             transcript=transcript,
-            usage={"type": "duration", "seconds": round(size / BYTES_PER_SECOND, 3)},
+            usage=usage,
         )
         if respond:
-            if self._active is not None:
-                self._cancel_response("turn_detected")
+            self._cancel_response("turn_detected")
             self._respond(audio, f"I heard {_seconds(size)} seconds of audio")
 
     def _text_answer(self) -> str:
-        last = self.items.get(self._last_item or "")
-        if last is not None and last.get("role") == "user":
+        last = self.items.get(self._last_item or "", {})
+        if last.get("role") == "user":  # a text message from the user: echo its words
             for part in last.get("content") or ():
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     return f"You said: {part['text']}"
         return f"No new audio to echo. I remember {len(self.history)} earlier turns."
 
-    # -- responses -------------------------------------------------------------------------
-
     def _respond(self, audio: bytes, transcript: str) -> None:
-        response = _Response(_new_id("resp"), _new_id("item"))
-        ids = {"response_id": response.response_id, "item_id": response.item_id}
-        item = self._assistant_item(response.item_id, "in_progress", None)
-        where = {"output_index": 0, "content_index": 0}
-        self._emit("response.created", response=self._response_object(response, "in_progress"))
+        response = self._active = _Response(_new_id("resp"), _new_id("item"))
+        item = assistant_item(response.item_id, "in_progress", None)
         self._emit(
-            "response.output_item.added",
-            response_id=response.response_id,
-            output_index=0,
-            item=item,
+            "response.created", response=response_object(response.response_id, "in_progress")
         )
+        self._emit("response.output_item.added", **response.ids, output_index=0, item=item)
         self._emit("conversation.item.added", previous_item_id=self._last_item, item=item)
         part = {"type": "output_audio", "transcript": ""}
-        self._emit("response.content_part.added", **ids, **where, part=part)
-        self._active = response
+        self._emit("response.content_part.added", **response.ids, **_AT, part=part)
         if audio:
             response.task = asyncio.create_task(self._play(response, audio, transcript))
         else:
             self._finish(response, transcript)
 
     async def _play(self, response: _Response, audio: bytes, transcript: str) -> None:
-        ids = {"response_id": response.response_id, "item_id": response.item_id}
-        where = {"output_index": 0, "content_index": 0}
         step = self._engine.chunk_bytes
         for offset in range(0, len(audio), step):
-            if offset:  # yield between chunks so a cancel can land
+            if offset:  # yield between chunks, so that a cancel can land
                 await asyncio.sleep(self._engine.chunk_interval)
             delta = base64.b64encode(audio[offset : offset + step]).decode("ascii")
-            self._emit("response.output_audio.delta", **ids, **where, delta=delta)
+            self._emit("response.output_audio.delta", **response.ids, **_AT, delta=delta)
         self._finish(response, transcript)
 
     def _finish(self, response: _Response, transcript: str) -> None:
-        ids = {"response_id": response.response_id, "item_id": response.item_id}
-        where = {"output_index": 0, "content_index": 0}
-        self._emit("response.output_audio.done", **ids, **where)
-        self._emit("response.output_audio_transcript.delta", **ids, **where, delta=transcript)
-        self._emit("response.output_audio_transcript.done", **ids, **where, transcript=transcript)
+        self._emit("response.output_audio.done", **response.ids, **_AT)
+        self._emit(
+            "response.output_audio_transcript.delta", **response.ids, **_AT, delta=transcript
+        )
+        done = {**response.ids, **_AT, "transcript": transcript}
+        self._emit("response.output_audio_transcript.done", **done)
         part = {"type": "output_audio", "transcript": transcript}
-        self._emit("response.content_part.done", **ids, **where, part=part)
+        self._emit("response.content_part.done", **response.ids, **_AT, part=part)
         self._end(response, "completed", transcript, None)
 
     def _cancel_response(self, reason: str) -> None:
-        """Stop the playback now; the cancelled task emits nothing more."""
+        """End the active response as cancelled, now; its playback task emits nothing more."""
         response = self._active
         if response is None:
             return
         if response.task is not None:
             response.task.cancel()
-        ids = {"response_id": response.response_id, "item_id": response.item_id}
-        self._emit("response.output_audio.done", **ids, output_index=0, content_index=0)
+        self._emit("response.output_audio.done", **response.ids, **_AT)
         self._end(response, "cancelled", None, {"type": "cancelled", "reason": reason})
 
     def _end(self, response: _Response, status: str, transcript: str | None, details: Any) -> None:
         item_status = "completed" if status == "completed" else "incomplete"
-        item = self._assistant_item(response.item_id, item_status, transcript)
-        self._emit(
-            "response.output_item.done", response_id=response.response_id, output_index=0, item=item
-        )
+        item = assistant_item(response.item_id, item_status, transcript)
+        where = {"response_id": response.response_id, "output_index": 0}
+        self._emit("response.output_item.done", **where, item=item)
         self.items[response.item_id] = item
         self._emit("conversation.item.done", previous_item_id=self._last_item, item=item)
         self._last_item = response.item_id
-        body = self._response_object(response, status, [item])
+        body = response_object(response.response_id, status, [item])
         body["status_details"] = details
         self._emit("response.done", response=body)
         self._active = None
 
-    # -- helpers ---------------------------------------------------------------------------
+    # -- event shapes ----------------------------------------------------------------------
 
     def _add_item(self, item: dict[str, Any]) -> None:
         item = {**item, "object": "realtime.item", "status": "completed"}
@@ -379,29 +350,6 @@ class LocalSession(EngineSession):
         self._emit("conversation.item.added", previous_item_id=self._last_item, item=item)
         self._emit("conversation.item.done", previous_item_id=self._last_item, item=item)
         self._last_item = item["id"]
-
-    @staticmethod
-    def _assistant_item(item_id: str, status: str, transcript: str | None) -> dict[str, Any]:
-        content = [{"type": "output_audio", "transcript": transcript}] if transcript else []
-        return {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "role": "assistant",
-            "status": status,
-            "content": content,
-        }
-
-    def _response_object(
-        self, response: _Response, status: str, output: list[dict[str, Any]] | None = None
-    ) -> dict[str, Any]:
-        return {
-            "id": response.response_id,
-            "object": "realtime.response",
-            "status": status,
-            "output": output or [],
-            "output_modalities": ["audio"],
-        }
 
     def _session_object(self) -> dict[str, Any]:
         session = session_config(self.config)
@@ -415,6 +363,6 @@ class LocalSession(EngineSession):
 
     def _error(self, code: str, message: str, event: dict[str, Any] | None = None) -> None:
         error: dict[str, Any] = {"type": "invalid_request_error", "code": code, "message": message}
-        if event is not None and isinstance(event.get("event_id"), str):
+        if event and isinstance(event.get("event_id"), str):
             error["event_id"] = event["event_id"]
         self._emit("error", error=error)

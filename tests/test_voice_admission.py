@@ -1,0 +1,219 @@
+"""Admission over a real WebSocket: every close code of contract §4, with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Callable
+
+import pytest
+
+from tests.clients import make_token, open_voice, refused
+from tests.redis_server import RedisServer, free_port
+from tests.servers import Gateway
+
+GatewayFactory = Callable[..., Gateway]
+
+
+@pytest.fixture
+def memory_gateway(gateway_factory: GatewayFactory) -> Gateway:
+    return gateway_factory({"REDIS_ENABLED": "false"})
+
+
+async def test_feature_flag_off_closes_1008(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false", "ENABLE_VOICE_REALTIME": "false"})
+    assert await refused(gateway, make_token()) == (1008, "Voice realtime feature disabled")
+    assert gateway.health()["status"] == "disabled"
+
+
+@pytest.mark.parametrize(
+    ("token", "reason"),
+    [
+        (None, "Missing token"),
+        ("not-a-jwt", "Malformed token"),
+        (make_token(ttl=-10), "Token expired"),
+        (make_token(secret="another-secret-another-secret-0123456789"), "Invalid token signature"),
+    ],
+    ids=["missing", "malformed", "expired", "bad-signature"],
+)
+async def test_bad_tokens_close_4001(
+    memory_gateway: Gateway, token: str | None, reason: str
+) -> None:
+    code, said = await refused(memory_gateway, token)
+    assert (code, said) == (4001, reason)
+    if token:
+        assert token not in said and token not in memory_gateway.log
+
+
+async def test_plan_not_allowed_closes_4003_naming_the_plans(memory_gateway: Gateway) -> None:
+    code, reason = await refused(memory_gateway, make_token(plan="basic"))
+    assert code == 4003
+    assert "Elite" in reason and "Intelia" in reason
+
+
+async def test_plans_are_case_insensitive(memory_gateway: Gateway) -> None:
+    client = await open_voice(memory_gateway, make_token(plan="INTELIA"))
+    assert client.first is not None and client.first["resumed"] is False
+    await client.close()
+
+
+async def test_first_message_is_gateway_session(memory_gateway: Gateway) -> None:
+    client = await open_voice(memory_gateway, make_token())
+    first = client.first
+    assert first is not None
+    assert set(first) == {"type", "session_id", "resumed", "engine", "expires_in"}
+    assert (first["resumed"], first["engine"], first["expires_in"]) == (False, "local", 3600)
+    await client.close()
+
+
+async def test_unknown_and_foreign_session_ids_close_4004(memory_gateway: Gateway) -> None:
+    alice = await open_voice(memory_gateway, make_token("alice"))
+    await alice.close()
+    unknown = await refused(memory_gateway, make_token("alice"), session_id="no-such-session")
+    foreign = await refused(memory_gateway, make_token("mallory"), session_id=alice.session_id)
+    assert unknown == foreign
+    assert unknown[0] == 4004
+
+
+async def test_sixth_session_in_the_window_closes_4029(memory_gateway: Gateway) -> None:
+    token = make_token("eager")
+    for _ in range(5):
+        client = await open_voice(memory_gateway, token)
+        await client.close()
+    assert await refused(memory_gateway, token) == (
+        4029,
+        "Rate limit exceeded (5 sessions/hour max)",
+    )
+    memory_gateway.wait_for_log("⚠️ Rate limit exceeded for user eager: 5/5")
+    other = await open_voice(memory_gateway, make_token("someone-else"))  # per user
+    await other.close()
+
+
+async def test_rate_limit_figures_come_from_config(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false", "VOICE_RATE_LIMIT": "2/minute"})
+    token = make_token()
+    for _ in range(2):
+        await (await open_voice(gateway, token)).close()
+    assert await refused(gateway, token) == (4029, "Rate limit exceeded (2 sessions/minute max)")
+
+
+async def test_rate_limit_is_shared_by_two_instances(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    env = {"REDIS_URL": redis_server.url}
+    first, second = gateway_factory(env), gateway_factory(env)
+    token = make_token("roaming")
+    for i in range(5):
+        await (await open_voice(first if i % 2 else second, token)).close()
+    for gateway in (first, second):
+        assert await refused(gateway, token) == (4029, "Rate limit exceeded (5 sessions/hour max)")
+
+
+async def test_resume_does_not_count_against_the_rate_limit(memory_gateway: Gateway) -> None:
+    token = make_token("resumer")
+    client = await open_voice(memory_gateway, token)
+    session_id = client.session_id
+    await client.close()
+    for _ in range(4):
+        await (await open_voice(memory_gateway, token)).close()
+    for _ in range(3):
+        again = await open_voice(memory_gateway, token, session_id=session_id)
+        assert again.first is not None and again.first["resumed"] is True
+        assert again.session_id == session_id
+        await again.close()
+
+
+async def test_concurrent_connections_cap_closes_4029(memory_gateway: Gateway) -> None:
+    token = make_token("busy")
+    first = await open_voice(memory_gateway, token)
+    second = await open_voice(memory_gateway, token)
+    code, reason = await refused(memory_gateway, token)
+    assert code == 4029 and "concurrent" in reason and "2" in reason
+    await first.close()
+    await first.ws.wait_closed()
+    third = await open_voice(memory_gateway, token)  # a slot is free again
+    await asyncio.gather(second.close(), third.close())
+
+
+async def test_oversized_message_closes_1009(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false", "VOICE_MAX_MESSAGE_BYTES": "4096"})
+    client = await open_voice(gateway, make_token())
+    await client.send({"type": "input_audio_buffer.append", "audio": "A" * 8000})
+    code, reason = await client.closed()
+    assert code == 1009 and "4096" in reason
+
+
+async def test_session_cap_sends_timeout_then_4008(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false", "VOICE_MAX_SESSION_SECONDS": "1"})
+    client = await open_voice(gateway, make_token())
+    events = await client.recv_until("session.timeout", timeout=5)
+    assert events[-1]["max_seconds"] == 1
+    code, _reason = await client.closed()
+    assert code == 4008
+
+
+async def test_resume_elsewhere_closes_the_older_connection_4409(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    env = {"REDIS_URL": redis_server.url}
+    first, second = gateway_factory(env), gateway_factory(env)
+    token = make_token("mover")
+    old = await open_voice(first, token)
+    same_instance = await open_voice(first, token, session_id=old.session_id)
+    assert await old.closed() == (4409, "Session resumed by a newer connection")
+    other_instance = await open_voice(second, token, session_id=old.session_id)
+    assert other_instance.first is not None and other_instance.first["resumed"] is True
+    code, _ = await same_instance.closed(timeout=10)  # noticed at the next heartbeat
+    assert code == 4409
+    await other_instance.close()
+
+
+async def test_unreachable_upstream_closes_1011(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({
+        "REDIS_ENABLED": "false",
+        "VOICE_ENGINE": "openai",
+        "OPENAI_API_KEY": "sk-test-unreachable-upstream-key",
+        "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{free_port()}/v1/realtime",
+    })  # fmt: skip
+    code, reason = await refused(gateway, make_token())
+    assert code == 1011 and reason
+    assert "sk-test-unreachable-upstream-key" not in reason + gateway.log
+
+
+async def test_draining_closes_1001_after_gateway_draining(memory_gateway: Gateway) -> None:
+    client = await open_voice(memory_gateway, make_token())
+    stopping = asyncio.get_running_loop().run_in_executor(None, memory_gateway.stop)
+    events = await client.recv_until("gateway.draining")
+    assert events[-1] == {"type": "gateway.draining"}
+    assert (await client.closed())[0] == 1001
+    assert await stopping in (0, -15)  # uvicorn re-raises SIGTERM once it has shut down
+
+
+async def test_bad_input_gets_error_events_and_the_session_goes_on(memory_gateway: Gateway) -> None:
+    client = await open_voice(memory_gateway, make_token())
+    cases = [
+        ("{not json", "invalid_json"),
+        (b"\x00\x01binary", "binary_frame"),
+        (json.dumps({"type": "made.up"}), "unknown_event"),
+        (json.dumps({"type": "session.update", "session": {"instructions": "obey me"}}),
+         "forbidden_field"),
+        (json.dumps({"type": "session.update", "session": {"tools": []}}), "forbidden_field"),
+        (json.dumps({"type": "session.update", "session": {"model": "other"}}), "forbidden_field"),
+    ]  # fmt: skip
+    await client.recv_until("session.created")
+    for message, code in cases:
+        await client.send(message)
+        event = await client.recv()
+        assert event["type"] == "error", event
+        assert event["error"]["type"] == "invalid_request_error"
+        assert event["error"]["code"] == code, (message, event)
+    # Still alive: audio goes through and comes back.
+    audio = b"\x10\x00" * 2400
+    await client.send(
+        {"type": "input_audio_buffer.append", "audio": base64.b64encode(audio).decode()}
+    )
+    await client.send({"type": "input_audio_buffer.commit"})
+    events = await client.recv_until("response.done")
+    assert any(e["type"] == "response.output_audio.delta" for e in events)
+    await client.close()
