@@ -80,7 +80,8 @@ class VoiceClient:
                 while True:
                     await self.ws.recv()
             except ConnectionClosed as closed:
-                assert closed.rcvd is not None, "closed without a close frame"
+                if closed.rcvd is None:  # the TCP connection dropped: a crash
+                    return 1006, ""
                 return closed.rcvd.code, closed.rcvd.reason
 
     async def close(self) -> None:

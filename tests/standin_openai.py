@@ -210,16 +210,13 @@ class StandinOpenAI:
             if self.record_appends:
                 await self._record(conn, text)
             event_id, audio = _EVENT_ID.search(text), _AUDIO.search(text)
-            delta = {
-                "type": "response.output_audio.delta",
-                "event_id": event_id[1] if event_id else f"event_{next(self._ids)}",
-                "response_id": "resp_standin",
-                "item_id": "item_standin",
-                "output_index": 0,
-                "content_index": 0,
-                "delta": audio[1] if audio else "",
-            }
-            await websocket.send(json.dumps(delta, separators=(",", ":")))
+            # Both captures hold no quote or backslash, so they go into the JSON as they are.
+            eid = event_id[1] if event_id else f"event_{next(self._ids)}"
+            await websocket.send(
+                f'{{"type":"response.output_audio.delta","event_id":"{eid}",'
+                '"response_id":"resp_standin","item_id":"item_standin",'
+                f'"output_index":0,"content_index":0,"delta":"{audio[1] if audio else ""}"}}'
+            )
             return
         await self._record(conn, text)
         event = json.loads(text)

@@ -258,3 +258,16 @@ def test_cluster_url_to_a_standalone_server_fails(redis_server: RedisServer) -> 
     problem, _, fix = failure(lines, "Cluster")
     assert problem == "❌ Cluster: the server runs in standalone mode, not in cluster mode"
     assert "use redis://" in fix
+
+
+def test_acl_user_without_info_names_the_permission(redis_server: RedisServer) -> None:
+    with redis.Redis.from_url(redis_server.url) as admin:
+        admin.acl_setuser("doc", enabled=True, passwords=["+doc-pass-1234"], keys=["*"],
+                          commands=["+ping", "+hello", "+client"])  # fmt: skip
+
+    code, lines = diagnose(f"redis://doc:doc-pass-1234@127.0.0.1:{redis_server.port}/0")
+
+    assert code == 1
+    problem, _, fix = failure(lines, "Version")
+    assert "no permissions to run the 'info' command" in problem and "+info" in fix
+    assert "doc-pass-1234" not in "\n".join(lines)

@@ -234,6 +234,7 @@ async def test_session_update_and_items() -> None:
         ('{"type": "tool.call", "event_id": "u1"}', "unknown_event"),
         ("not json", "invalid_json"),
         ('{"type": "input_audio_buffer.append", "audio": "***"}', "invalid_audio"),
+        ('{"type": "conversation.item.create", "item": {"id": ["x"]}}', "invalid_value"),
     ],
 )
 async def test_bad_events_get_error_events(text: str, code: str) -> None:

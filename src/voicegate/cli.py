@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import sys
 from collections.abc import Sequence
 
@@ -60,22 +59,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
-    if not _port_free(args.host, args.port):
-        print(f"voicegate: {args.host}:{args.port} is already in use", file=sys.stderr)
-        return 1
     from voicegate.server import serve
 
     serve(settings, args.host, args.port)
     return 0
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket() as sock:
-        try:
-            sock.bind((host, port))
-        except OSError:
-            return False
-    return True
 
 
 def _token(args: argparse.Namespace) -> int:

@@ -112,6 +112,7 @@ _HINTS = {
     "max number of clients": "raise maxclients, or find the client that leaks connections",
     "DENIED": "set a password on Redis (requirepass), or turn protected-mode off",
     "loading": "wait until Redis has loaded its dataset, then run the doctor again",
+    "no permissions": "grant the ACL user +ping and +info (the health endpoint reads INFO too)",
 }
 
 
@@ -213,6 +214,8 @@ class _Doctor:
         try:
             self.auth_and_ping(client, ":" in target.credentials or "password" in target.query)
             mode = self.server(client, target.kind)
+        except redis.RedisError as exc:  # after a good PING: an ACL without +info, a timeout
+            raise self.refused(exc) from None
         finally:
             client.close()
         if target.kind == "cluster":
@@ -379,10 +382,13 @@ class _Doctor:
             raise self.fail(problem, "noauth") from None
         except redis.RedisError as exc:
             self.step = "PING"
-            hint = next((h for k, h in _HINTS.items() if k in str(exc)), "read the server's log")
-            raise self.fail(f"{type(exc).__name__}: {exc}", "refused_command", hint=hint) from None
+            raise self.refused(exc) from None
         self.say(OK, "AUTH", "password accepted" if has_password else "no password required")
         self.say(OK, "PING", "PONG")
+
+    def refused(self, exc: redis.RedisError) -> _StepFailed:
+        hint = next((h for k, h in _HINTS.items() if k in str(exc)), "read the server's log")
+        return self.fail(f"{type(exc).__name__}: {exc}", "refused_command", hint=hint)
 
     def server(self, client: redis.Redis, kind: str) -> str:
         """Version, latency, clients and memory; returns the server's redis_mode."""

@@ -123,7 +123,10 @@ class LocalSession(EngineSession):
         if handler is None:
             self._error("unknown_event", f"unknown client event type `{kind}`", _dict(parsed))
             return
-        handler(self, parsed)
+        try:
+            handler(self, parsed)
+        except (TypeError, ValueError, AttributeError):  # a field of the wrong shape
+            self._error("invalid_value", f"`{kind}` has a field of the wrong type", parsed)
 
     async def receive(self) -> str:
         """The next server event; raises `UpstreamClosed` once the conversation is closed."""
@@ -208,7 +211,7 @@ class LocalSession(EngineSession):
             self._add_item({**item, "id": item.get("id") or _new_id("item")})
 
     def _on_item_truncate(self, event: dict[str, Any]) -> None:
-        if event.get("item_id") not in self.items:
+        if str(event.get("item_id")) not in self.items:
             self._error("item_not_found", "no such item", event)
             return
         fields = {k: event.get(k) for k in ("item_id", "content_index", "audio_end_ms")}

@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import (
+    ConnectionClosed,
+    InvalidHandshake,
+    InvalidProxy,
+    InvalidStatus,
+    InvalidURI,
+)
 
 from voicegate._redact import mask_text
 from voicegate._retry import Backoff, retry
@@ -119,8 +125,8 @@ class OpenAIEngine(Engine):
             )
         except InvalidStatus as exc:
             raise self._refusal(exc) from None
-        except InvalidURI as exc:
-            raise UpstreamUnavailable(f"OPENAI_REALTIME_URL is not usable: {exc}") from None
+        except (InvalidURI, InvalidProxy) as exc:  # configuration: no retry will change it
+            raise UpstreamUnavailable(f"cannot connect to the upstream: {exc}") from None
         except (OSError, TimeoutError, InvalidHandshake) as exc:
             raise _Transient(self._describe(exc)) from None
         try:

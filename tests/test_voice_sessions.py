@@ -1,0 +1,233 @@
+"""Voice sessions end to end: echo, protocol translation, resume after a restart, upstream faults."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import signal
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+
+from tests.clients import b64, make_token, open_voice, pcm
+from tests.redis_server import RedisServer
+from tests.servers import Gateway
+from tests.standin_openai import StandinOpenAI
+from voicegate.storage import SessionRecord
+from voicegate.storage.redis import Keys
+
+GatewayFactory = Callable[..., Gateway]
+API_KEY = "sk-test-standin-key-0123456789"
+
+
+def openai_env(upstream: StandinOpenAI, redis_url: str | None = None) -> dict[str, str]:
+    env = {
+        "VOICE_ENGINE": "openai",
+        "OPENAI_API_KEY": API_KEY,
+        "OPENAI_REALTIME_URL": upstream.url,
+    }
+    env.update({"REDIS_URL": redis_url} if redis_url else {"REDIS_ENABLED": "false"})
+    return env
+
+
+def audio_of(events: list[dict[str, object]], kind: str = "response.output_audio.delta") -> bytes:
+    return b"".join(base64.b64decode(str(e["delta"])) for e in events if e["type"] == kind)
+
+
+async def test_local_engine_echoes_committed_audio_byte_for_byte(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false"})
+    client = await open_voice(gateway, make_token())
+    spoken = pcm(1.2)
+    for start in range(0, len(spoken), 4800):  # 100 ms frames, as a microphone would send
+        await client.send({"type": "audio.input", "audio": b64(spoken[start : start + 4800])})
+    await client.send({"type": "input_audio_buffer.commit"})
+    events = await client.recv_until("response.done")
+    kinds = [e["type"] for e in events]
+    assert "input_audio_buffer.committed" in kinds and "response.created" in kinds
+    assert audio_of(events) == spoken
+    transcript = next(e for e in events if e["type"] == "response.output_audio_transcript.done")
+    assert transcript["transcript"] == "I heard 1.2 seconds of audio"
+    assert events[-1]["response"]["status"] == "completed"  # type: ignore[index]
+    await client.close()
+
+
+async def test_interrupt_cancels_the_response(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false"})
+    client = await open_voice(gateway, make_token())
+    spoken = pcm(10)
+    for start in range(0, len(spoken), 48000):  # 1 s frames
+        await client.send({"type": "input_audio_buffer.append", "audio": b64(spoken[start : start + 48000])})
+    await client.send({"type": "input_audio_buffer.commit"})
+    await client.recv_until("response.output_audio.delta")
+    await client.send({"type": "interrupt"})  # the original front-end's cancel
+    events = await client.recv_until("response.done")
+    assert events[-1]["response"]["status"] == "cancelled"  # type: ignore[index]
+    assert len(audio_of(events)) < len(pcm(10))
+    await client.close()
+
+
+async def test_beta_events_are_renamed(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false"})
+    client = await open_voice(gateway, make_token(), events="beta")
+    await client.send({"type": "audio.input", "audio": b64(pcm(0.3))})
+    await client.send({"type": "input_audio_buffer.commit"})
+    events = await client.recv_until("response.done")
+    kinds = {e["type"] for e in events}
+    assert {"response.audio.delta", "response.audio_transcript.done"} <= kinds
+    assert not any(k.startswith(("response.output_audio", "response.output_text")) for k in kinds)
+    assert audio_of(events, "response.audio.delta") == pcm(0.3)
+    await client.close()
+
+
+async def test_openai_engine_gets_translated_events(gateway_factory: GatewayFactory) -> None:
+    async with StandinOpenAI() as upstream:
+        gateway = gateway_factory(openai_env(upstream))
+        client = await open_voice(gateway, make_token())
+        conn = await upstream.wait_for_connections(1)
+        assert conn.headers["Authorization"] == f"Bearer {API_KEY}"
+        assert "OpenAI-Beta" not in conn.headers
+        assert conn.path.startswith("/v1/realtime?model=")
+        first = await upstream.wait_for_event("session.update")
+        assert conn.events[0] == first
+        assert first["session"]["instructions"]
+        frame = b64(pcm(0.02))
+        await client.send({"type": "audio.input", "audio": frame})
+        append = await upstream.wait_for_event("input_audio_buffer.append")
+        assert append["audio"] == frame
+        echoed = await client.recv_until("response.output_audio.delta")
+        assert echoed[-1]["delta"] == frame
+        await client.send({"type": "interrupt"})
+        await upstream.wait_for_event("response.cancel")
+        await client.send({"type": "language.detected", "language": "fr"})
+        updates = [e for e in await upstream.wait_for_event_count(4) if e["type"] == "session.update"]
+        assert len(updates) == 2 and "fr" in json.dumps(updates[-1])
+        await client.close()
+
+
+async def _conversation_saved(redis_url: str, user: str, session_id: str, turns: int) -> SessionRecord:
+    raw = aioredis.from_url(redis_url)
+    try:
+        async with asyncio.timeout(10):
+            while True:
+                stored = await raw.get(Keys(user).session(session_id))
+                if stored:
+                    record = SessionRecord.model_validate_json(stored)
+                    if len(record.conversation) >= turns:
+                        return record
+                await asyncio.sleep(0.05)
+    finally:
+        await raw.aclose()
+
+
+async def _talk(client_send: Callable[..., object], upstream: StandinOpenAI) -> None:
+    await client_send({"type": "input_audio_buffer.commit"})
+    await client_send({"type": "response.create"})
+
+
+async def test_resume_after_restart_replays_the_conversation(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    async with StandinOpenAI() as upstream:
+        gateway = gateway_factory(openai_env(upstream, redis_server.url))
+        client = await open_voice(gateway, make_token("alice", email="alice@example.com"))
+        session_id = client.session_id
+        await client.send({"type": "session.update", "session": {"voice": "verse", "speed": 1.2}})
+        await client.send({"type": "input_audio_buffer.commit"})
+        await client.recv_until("conversation.item.input_audio_transcription.completed")
+        await client.send({"type": "response.create"})
+        await client.recv_until("response.done")
+        record = await _conversation_saved(redis_server.url, "alice", session_id, 2)
+        assert [(t.role, t.text) for t in record.conversation] == [
+            ("user", "stand-in heard you"), ("assistant", "stand-in answer"),
+        ]  # fmt: skip
+        assert (record.voice, record.speed, record.email) == ("verse", 1.2, "alice@example.com")
+
+        # The backend dies mid-session (no drain: a crash) and comes back on the same port.
+        gateway.stop(signal.SIGKILL)
+        code = (await client.closed())[0]
+        assert code == 1006
+        gateway.start()
+        again = await open_voice(gateway, make_token("alice"), session_id=session_id)
+        assert again.first is not None
+        assert (again.first["resumed"], again.session_id) == (True, session_id)
+
+        conn = await upstream.wait_for_connections(2)
+        await upstream.wait_for_event_count(3, connection=1)
+        events = conn.events
+        assert events[0]["type"] == "session.update"
+        assert events[0]["session"]["audio"]["output"]["voice"] == "verse"
+        replayed = [e["item"] for e in events if e["type"] == "conversation.item.create"]
+        assert [(i["role"], i["content"][0]["text"]) for i in replayed] == [
+            ("user", "stand-in heard you"), ("assistant", "stand-in answer"),
+        ]  # fmt: skip
+        await again.close()
+
+
+async def test_drain_saves_and_the_client_resumes_on_another_instance(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    env = {"REDIS_URL": redis_server.url}
+    first, second = gateway_factory(env), gateway_factory(env)
+    client = await open_voice(first, make_token("bob"))
+    await client.send({"type": "session.update", "session": {"voice": "sage"}})
+    stopping = asyncio.get_running_loop().run_in_executor(None, first.stop)
+    await client.recv_until("gateway.draining")
+    assert (await client.closed())[0] == 1001
+    await stopping
+    again = await open_voice(second, make_token("bob"), session_id=client.session_id)
+    assert again.first is not None and again.first["resumed"] is True
+    record = await _conversation_saved(redis_server.url, "bob", client.session_id, 0)
+    assert record.voice == "sage"
+    await again.close()
+
+
+async def test_upstream_drop_is_restored_with_the_conversation(
+    gateway_factory: GatewayFactory,
+) -> None:
+    async with StandinOpenAI() as upstream:
+        gateway = gateway_factory(openai_env(upstream))
+        client = await open_voice(gateway, make_token())
+        await client.send({"type": "input_audio_buffer.commit"})
+        await client.recv_until("conversation.item.input_audio_transcription.completed")
+        await upstream.close_connections(1011, "upstream hiccup")
+        await client.recv_until("gateway.upstream_reconnected")
+        await upstream.wait_for_connections(2)
+        item = await upstream.wait_for_event("conversation.item.create", connection=1)
+        assert item["item"]["content"][0]["text"] == "stand-in heard you"
+        await client.close()
+
+
+async def test_upstream_gone_for_good_closes_the_client_1011(
+    gateway_factory: GatewayFactory,
+) -> None:
+    upstream = StandinOpenAI()
+    await upstream.__aenter__()
+    gateway = gateway_factory(openai_env(upstream))
+    client = await open_voice(gateway, make_token())
+    await upstream.wait_for_connections(1)
+    await upstream.close_connections(1001, "going away")
+    await upstream.__aexit__(None, None, None)  # and it does not come back
+    code, reason = await client.closed(timeout=20)
+    assert code == 1011 and reason
+
+
+async def test_refused_api_key_is_not_retried(gateway_factory: GatewayFactory) -> None:
+    async with StandinOpenAI(valid_key="sk-the-real-key-0123456789") as upstream:
+        gateway = gateway_factory(openai_env(upstream))
+        client = await open_voice(gateway, make_token(), expect_session=False)
+        code, reason = await client.closed()
+        assert code == 1011 and "key" in reason.lower()
+        assert len(upstream.attempts) == 1
+        assert API_KEY not in reason and API_KEY not in gateway.log
+
+
+async def test_two_refused_connects_then_success(gateway_factory: GatewayFactory) -> None:
+    async with StandinOpenAI(refuse_first=2) as upstream:
+        gateway = gateway_factory(openai_env(upstream))  # RETRY_MAX_ATTEMPTS defaults to 3
+        client = await open_voice(gateway, make_token())
+        assert client.first is not None and client.first["engine"] == "openai"
+        assert [a.refused_with for a in upstream.attempts] == [503, 503, None]
+        await client.close()
