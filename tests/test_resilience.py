@@ -116,7 +116,7 @@ async def test_restart_returns_to_redis_and_writes_back(
         for rec in during:
             assert (await backend.admit(rec, LIMIT, 60, lease())).allowed
         updated = kept.model_copy(deep=True)
-        updated.voice = "verse"
+        updated.preferences["voice"] = "verse"
         updated.touch()
         await backend.save_session(updated, 60)
         assert not backend.available
@@ -134,7 +134,7 @@ async def test_restart_returns_to_redis_and_writes_back(
                 stored = await raw.get(keys.session(rec.session_id))
                 assert SessionRecord.model_validate_json(stored) == rec
             stored = SessionRecord.model_validate_json(await raw.get(keys.session(kept.session_id)))
-            assert stored.voice == "verse"
+            assert stored.preferences["voice"] == "verse"
             assert await raw.zcard(keys.admissions) == 4
         finally:
             await raw.aclose()
@@ -154,16 +154,17 @@ async def test_write_back_keeps_the_newer_record(redis_server: RedisServer) -> N
         pid = redis_server._process.pid  # type: ignore[union-attr]
         os.kill(pid, signal.SIGSTOP)
         stale = rec.model_copy(deep=True)
-        stale.voice = "stale"
+        stale.preferences["voice"] = "stale"
         stale.updated_at = rec.updated_at + 1
         await backend.save_session(stale, 60)  # served from memory
         os.kill(pid, signal.SIGCONT)
         newer = rec.model_copy(deep=True)
-        newer.voice = "newer"
+        newer.preferences["voice"] = "newer"
         newer.updated_at = rec.updated_at + 2
         await other.save_session(newer, 60)  # another instance wrote meanwhile
         await wait_until(lambda: backend.available)
-        assert (await other.get_session("u1", rec.session_id)).voice == "newer"  # type: ignore[union-attr]
+        stored = await other.get_session("u1", rec.session_id)
+        assert stored is not None and stored.preferences["voice"] == "newer"
     finally:
         await other.close()
         await backend.close()

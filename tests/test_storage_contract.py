@@ -55,7 +55,7 @@ async def backend(request: pytest.FixtureRequest) -> AsyncIterator[StateBackend]
 
 async def test_session_round_trip(backend: StateBackend) -> None:
     rec = record()
-    rec.voice = "verse"
+    rec.preferences["voice"] = "verse"
     rec.conversation.append(Turn(role="user", text="hello"))
     await backend.save_session(rec, TTL)
     loaded = await backend.get_session("u1", rec.session_id)

@@ -143,7 +143,8 @@ async def test_resume_after_restart_replays_the_conversation(
         assert [(t.role, t.text) for t in record.conversation] == [
             ("user", "stand-in heard you"), ("assistant", "stand-in answer"),
         ]  # fmt: skip
-        assert (record.voice, record.speed, record.email) == ("verse", 1.2, "alice@example.com")
+        assert record.preferences == {"voice": "verse", "speed": 1.2}
+        assert record.email == "alice@example.com"
 
         # The backend dies mid-session (no drain: a crash) and comes back on the same port.
         gateway.stop(signal.SIGKILL)
@@ -180,7 +181,7 @@ async def test_drain_saves_and_the_client_resumes_on_another_instance(
     again = await open_voice(second, make_token("bob"), session_id=client.session_id)
     assert again.first is not None and again.first["resumed"] is True
     record = await _conversation_saved(redis_server.url, "bob", client.session_id, 0)
-    assert record.voice == "sage"
+    assert record.preferences["voice"] == "sage"
     await again.close()
 
 

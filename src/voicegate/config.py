@@ -100,6 +100,15 @@ class Settings(BaseSettings):
     drain_seconds: float = Field(10.0, ge=0)
     metrics_sample_seconds: float = Field(5.0, gt=0)
 
+    @field_validator(
+        "openai_api_key", "jwt_secret", "jwt_public_key", "jwt_audience", "jwt_issuer",
+        "sentry_dsn", "sentry_environment", "weaviate_url", mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # `JWT_SECRET=` in a .env file means "not configured", not "the empty secret".
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("voice_rate_limit", mode="before")
     @classmethod
     def _parse_rate(cls, value: Any) -> Any:

@@ -20,6 +20,7 @@ from voicegate.engines import Engine, EngineConfig, EngineSession
 from voicegate.errors import AdmissionError, AuthError, UpstreamRejected, UpstreamUnavailable
 from voicegate.metrics import SESSIONS_ADMITTED, SESSIONS_REJECTED, SESSIONS_RESUMED
 from voicegate.metrics import UPSTREAM_CONNECTS, UPSTREAM_FAILURES
+from voicegate.protocol import apply_preferences
 from voicegate.storage import Lease, MemoryBackend, ResilientBackend, SessionRecord
 
 log = logging.getLogger("voicegate.gateway")
@@ -60,15 +61,10 @@ class Gateway:
         self.connections: dict[str, Takeover] = {}
 
     def engine_config(self, record: SessionRecord) -> EngineConfig:
-        config = EngineConfig(
-            instructions=self.settings.voice_instructions,
-            voice=record.voice or self.settings.voice_default_voice,
-            speed=record.speed,
-            language=record.language,
+        base = EngineConfig(
+            instructions=self.settings.voice_instructions, voice=self.settings.voice_default_voice
         )
-        if record.turn_detection is not None:
-            config.turn_detection = record.turn_detection
-        return config
+        return apply_preferences(base, record.preferences)
 
     async def admit(self, token: str | None, session_id: str | None) -> Admitted:
         """Run admission; raises `AdmissionError` with the close code and reason."""

@@ -259,8 +259,7 @@ class VoiceConnection:
             self._dirty.set()
 
     def _remember(self, preferences: dict[str, Any]) -> None:
-        for name, value in preferences.items():
-            setattr(self.record, name, value)
+        self.record.preferences.update(preferences)
         self.config = apply_preferences(self.config, preferences)
         self._dirty.set()
 

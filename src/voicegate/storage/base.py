@@ -31,10 +31,8 @@ class SessionRecord(BaseModel):
     engine: str
     created_at: float = Field(default_factory=time.time)
     updated_at: float = Field(default_factory=time.time)
-    voice: str | None = None
-    speed: float | None = None
-    language: str | None = None
-    turn_detection: dict[str, Any] | None = None
+    # What the user chose (voice, speed, language, turn_detection); absent keys: server default.
+    preferences: dict[str, Any] = Field(default_factory=dict)
     conversation: list[Turn] = Field(default_factory=list)
 
     def touch(self) -> None:
