@@ -24,7 +24,11 @@ GatewayFactory = Callable[..., Gateway]
 
 
 def voicegate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "JWT_", "APP_", "VOICE_", "OPENAI_"))}
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("REDIS_", "JWT_", "APP_", "VOICE_", "OPENAI_"))
+    }
     return subprocess.run(
         [sys.executable, "-m", "voicegate", *args], env={**clean, **(env or {})},
         capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
@@ -65,8 +69,8 @@ def test_env_file_is_read(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_token_command_prints_a_verifiable_jwt() -> None:
-    result = voicegate("token", "--user", "u-42", "--plan", "Elite", "--email", "a@b.c", "--ttl", "120",
-                       env={"JWT_SECRET": TEST_JWT_SECRET})  # fmt: skip
+    args = ["--user", "u-42", "--plan", "Elite", "--email", "a@b.c", "--ttl", "120"]
+    result = voicegate("token", *args, env={"JWT_SECRET": TEST_JWT_SECRET})
     assert result.returncode == 0, result.stderr
     identity = TokenVerifier(Settings(jwt_secret=TEST_JWT_SECRET)).verify(result.stdout.strip())
     assert (identity.user_id, identity.plan, identity.email) == ("u-42", "Elite", "a@b.c")
@@ -89,14 +93,22 @@ def test_audience_and_issuer_are_checked() -> None:
     with pytest.raises(AuthError, match="audience"):
         verifier.verify(other.mint("u", "elite"))
     with pytest.raises(AuthError, match="issuer"):
-        verifier.verify(TokenVerifier(Settings(jwt_secret=TEST_JWT_SECRET, jwt_audience="voice", jwt_issuer="https://evil")).mint("u", "elite"))
+        verifier.verify(
+            TokenVerifier(
+                Settings(
+                    jwt_secret=TEST_JWT_SECRET, jwt_audience="voice", jwt_issuer="https://evil"
+                )
+            ).mint("u", "elite")
+        )
 
 
 async def test_es256_public_key_tokens(gateway_factory: GatewayFactory) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
-    public = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     gateway = gateway_factory({"REDIS_ENABLED": "false", "JWT_SECRET": "", "JWT_PUBLIC_KEY": public,
                                "JWT_ALGORITHMS": "ES256"})  # fmt: skip
     token = jwt.encode({"sub": "es", "plan": "elite", "exp": 2_000_000_000}, key, algorithm="ES256")
@@ -113,7 +125,9 @@ async def test_development_without_jwt_config_has_a_dev_token_route(
 ) -> None:
     gateway = gateway_factory({"REDIS_ENABLED": "false", "JWT_SECRET": ""})
     gateway.wait_for_log("ephemeral development secret")
-    response = httpx.post(f"{gateway.http}/api/v1/dev/token", json={"user_id": "demo", "plan": "elite"})
+    response = httpx.post(
+        f"{gateway.http}/api/v1/dev/token", json={"user_id": "demo", "plan": "elite"}
+    )
     assert response.status_code == 200
     token = response.json()["token"]
     client = await open_voice(gateway, token)

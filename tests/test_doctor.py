@@ -14,6 +14,7 @@ import redis
 
 from tests.redis_server import RedisServer, free_port, redis_server_binary
 from voicegate import doctor
+from voicegate._redact import mask_url
 
 PASSWORD = "s3cret-redis-pass-XYZ"  # the redis_server_with_password fixture's
 
@@ -49,7 +50,7 @@ def test_healthy_server_passes_every_step(redis_server: RedisServer) -> None:
         "✅ Version", "✅ Latency", "ℹ️ Clients", "ℹ️ Memory",
     ]  # fmt: skip
     assert line(lines, "✅ URL:") == (
-        f"✅ URL: {redis_server.url} (standalone, no TLS, 127.0.0.1:{redis_server.port})"
+        f"✅ URL: {mask_url(redis_server.url)} (standalone, no TLS, 127.0.0.1:{redis_server.port})"
     )
     assert line(lines, "✅ Version:").startswith("✅ Version: Redis ")
     assert line(lines, "✅ Version:").endswith("(standalone, master)")
@@ -64,7 +65,7 @@ def test_password_is_accepted_and_never_printed(redis_server_with_password: Redi
 
     assert code == 0
     assert line(lines, "✅ AUTH:") == "✅ AUTH: password accepted"
-    assert f"redis://default:***@127.0.0.1:{redis_server_with_password.port}/0" in lines[0]
+    assert f"redis://default:***@127.0.0.1:{redis_server_with_password.port}" in lines[0]
     assert PASSWORD not in "\n".join(lines)
 
 

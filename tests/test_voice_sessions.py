@@ -1,4 +1,4 @@
-"""Voice sessions end to end: echo, protocol translation, resume after a restart, upstream faults."""
+"""Voice sessions end to end: echo, translation, resume after a restart, upstream faults."""
 
 from __future__ import annotations
 
@@ -59,7 +59,9 @@ async def test_interrupt_cancels_the_response(gateway_factory: GatewayFactory) -
     client = await open_voice(gateway, make_token())
     spoken = pcm(10)
     for start in range(0, len(spoken), 48000):  # 1 s frames
-        await client.send({"type": "input_audio_buffer.append", "audio": b64(spoken[start : start + 48000])})
+        await client.send(
+            {"type": "input_audio_buffer.append", "audio": b64(spoken[start : start + 48000])}
+        )
     await client.send({"type": "input_audio_buffer.commit"})
     await client.recv_until("response.output_audio.delta")
     await client.send({"type": "interrupt"})  # the original front-end's cancel
@@ -102,12 +104,16 @@ async def test_openai_engine_gets_translated_events(gateway_factory: GatewayFact
         await client.send({"type": "interrupt"})
         await upstream.wait_for_event("response.cancel")
         await client.send({"type": "language.detected", "language": "fr"})
-        updates = [e for e in await upstream.wait_for_event_count(4) if e["type"] == "session.update"]
+        updates = [
+            e for e in await upstream.wait_for_event_count(4) if e["type"] == "session.update"
+        ]
         assert len(updates) == 2 and "fr" in json.dumps(updates[-1])
         await client.close()
 
 
-async def _conversation_saved(redis_url: str, user: str, session_id: str, turns: int) -> SessionRecord:
+async def _conversation_saved(
+    redis_url: str, user: str, session_id: str, turns: int
+) -> SessionRecord:
     raw = aioredis.from_url(redis_url)
     try:
         async with asyncio.timeout(10):
@@ -120,11 +126,6 @@ async def _conversation_saved(redis_url: str, user: str, session_id: str, turns:
                 await asyncio.sleep(0.05)
     finally:
         await raw.aclose()
-
-
-async def _talk(client_send: Callable[..., object], upstream: StandinOpenAI) -> None:
-    await client_send({"type": "input_audio_buffer.commit"})
-    await client_send({"type": "response.create"})
 
 
 async def test_resume_after_restart_replays_the_conversation(

@@ -10,7 +10,9 @@ MASK = "***"
 # The query options that may carry credentials in a Redis URL (redis-py reads them all).
 _SECRET_QUERY_KEYS = frozenset({"password", "sentinel_password", "token", "ssl_password"})
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]+)@")
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>[a-z][a-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<pw>[^@\s/]+)@"
+)
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]*")
 _TOKEN_PARAM = re.compile(r"(?i)([?&](?:token|access_token|api_key|key)=)[^&\s\"']+")
@@ -21,7 +23,7 @@ def mask_url(url: str) -> str:
     """Return `url` with its password replaced by `***`.
 
     A URL with a password and no user name gets the user name `default`, as Redis does, so
-    operators see `redis://default:***@host:port`.
+    operators see `redis://default:***@host:port` (database 0, the default, is not shown).
     """
     try:
         parts = urlsplit(url)
@@ -39,10 +41,11 @@ def mask_url(url: str) -> str:
     if query:
         pairs = []
         for pair in query.split("&"):
-            key, eq, value = pair.partition("=")
+            key, eq, _value = pair.partition("=")
             pairs.append(f"{key}={MASK}" if eq and key.lower() in _SECRET_QUERY_KEYS else pair)
         query = "&".join(pairs)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    path = "" if parts.path in ("/", "/0") else parts.path  # database 0 is the default
+    return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 
 
 def mask_text(text: str, secrets: tuple[str, ...] = ()) -> str:

@@ -46,13 +46,21 @@ def _parser() -> argparse.ArgumentParser:
     doctor.set_defaults(run=_doctor)
 
     verify = commands.add_parser("verify", help="run the deployment checks against a gateway")
-    verify.add_argument("base_url", metavar="BASE_URL", help="e.g. https://voice.example.com")
+    verify.add_argument("base_url", metavar="BASE_URL", type=_base_url,
+                        help="e.g. https://voice.example.com")  # fmt: skip
     credentials = verify.add_mutually_exclusive_group(required=True)
-    credentials.add_argument("--token", help="a client token for a user on an allowed plan")
-    credentials.add_argument("--jwt-secret", help="mint test tokens with this HS256 secret")
+    credentials.add_argument("--token", help="a client token for a user on an allowed plan "
+                             "(the voice check uses one of that user's sessions)")  # fmt: skip
+    credentials.add_argument("--jwt-secret", help="mint tokens for throwaway users with this "
+                             "HS256 secret (the server's JWT_SECRET)")  # fmt: skip
+    verify.add_argument("--plan", default="elite", help="plan of minted tokens (default elite)")
+    verify.add_argument("--jwt-audience", default=None, help="`aud` of minted tokens")
+    verify.add_argument("--jwt-issuer", default=None, help="`iss` of minted tokens")
     verify.add_argument("--rate-limit", action="store_true",
-                        help="also check that the sixth session within the window is refused")  # fmt: skip
-    verify.add_argument("--timeout", type=float, default=10.0)
+                        help="also check that the session over the limit is refused "
+                        "(needs --jwt-secret: it spends a throwaway user's quota)")  # fmt: skip
+    verify.add_argument("--timeout", type=_seconds, default=10.0,
+                        help="seconds each check may take (default 10)")  # fmt: skip
     verify.set_defaults(run=_verify)
     return parser
 
@@ -91,3 +99,19 @@ def _verify(args: argparse.Namespace) -> int:
     from voicegate import verify
 
     return asyncio.run(verify.run(args, out=sys.stdout))
+
+
+def _base_url(text: str) -> str:
+    from voicegate.verify import base_url  # imported only when `verify` is the command
+
+    return base_url(text)
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return seconds

@@ -456,7 +456,10 @@ class _Doctor:
             cluster = redis.RedisCluster.from_url(url, **timeouts)
             try:
                 info = cluster.cluster_info()
-            finally:
+            finally:  # RedisCluster.close() leaves the nodes' own pools open
+                for cluster_node in cluster.get_nodes():  # type: ignore[no-untyped-call]
+                    if cluster_node.redis_connection is not None:
+                        cluster_node.redis_connection.connection_pool.disconnect()
                 cluster.close()
         except (redis.RedisError, redis.exceptions.RedisClusterException) as exc:
             raise self.fail(f"{type(exc).__name__}: {exc}", "cluster") from None

@@ -1,16 +1,16 @@
 """voicegate's exceptions. Third-party errors are mapped to these at the boundary.
 
-    VoicegateError
-    ├── ConfigError             bad configuration; start-up stops with one line
-    ├── StorageError
-    │   └── StorageUnavailable  Redis is unreachable, timed out or refused a command
-    ├── AuthError               token missing, malformed, expired or badly signed
-    ├── AdmissionError          a session was refused (carries the close code and reason)
-    ├── EngineError
-    │   ├── UpstreamUnavailable the engine could not be reached after the retries
-    │   ├── UpstreamRejected    the engine refused the credential or the quota is exhausted
-    │   └── UpstreamClosed      the engine closed the connection
-    └── ClientEventError        a client message was refused; the session goes on
+VoicegateError
+├── ConfigError             bad configuration; start-up stops with one line
+├── StorageError
+│   └── StorageUnavailable  Redis is unreachable, timed out or refused a command
+├── AuthError               token missing, malformed, expired or badly signed
+├── AdmissionError          a session was refused (carries the close code and reason)
+├── EngineError
+│   ├── UpstreamUnavailable the engine could not be reached after the retries
+│   ├── UpstreamRejected    the engine refused the credential or the quota is exhausted
+│   └── UpstreamClosed      the engine closed the connection
+└── ClientEventError        a client message was refused; the session goes on
 """
 
 from __future__ import annotations

@@ -18,8 +18,13 @@ from voicegate.auth import Identity, TokenVerifier
 from voicegate.config import Settings
 from voicegate.engines import Engine, EngineConfig, EngineSession
 from voicegate.errors import AdmissionError, AuthError, UpstreamRejected, UpstreamUnavailable
-from voicegate.metrics import SESSIONS_ADMITTED, SESSIONS_REJECTED, SESSIONS_RESUMED
-from voicegate.metrics import UPSTREAM_CONNECTS, UPSTREAM_FAILURES
+from voicegate.metrics import (
+    SESSIONS_ADMITTED,
+    SESSIONS_REJECTED,
+    SESSIONS_RESUMED,
+    UPSTREAM_CONNECTS,
+    UPSTREAM_FAILURES,
+)
 from voicegate.protocol import apply_preferences
 from voicegate.storage import Lease, MemoryBackend, ResilientBackend, SessionRecord
 
@@ -72,7 +77,9 @@ class Gateway:
         if not settings.enable_voice_realtime:
             raise self._refuse("feature_disabled", 1008, "Voice realtime feature disabled")
         if self.draining:
-            raise self._refuse("draining", 1001, "Server restarting, reconnect with your session_id")
+            raise self._refuse(
+                "draining", 1001, "Server restarting, reconnect with your session_id"
+            )
         try:
             identity = self.verifier.verify(token)
         except AuthError as exc:
@@ -164,7 +171,9 @@ class Gateway:
         self.ready = False
         live = list(self.connections.values())
         if live:
-            log.info("Draining %d voice sessions: clients reconnect with their session_id", len(live))
+            log.info(
+                "Draining %d voice sessions: clients reconnect with their session_id", len(live)
+            )
         await asyncio.gather(*(c.drain() for c in live), return_exceptions=True)
 
 

@@ -37,10 +37,14 @@ def alerts_for(info: dict[str, Any], latency_ms: float | None) -> list[Alert]:
     if maxmemory > 0:
         percent = round(100 * int(info.get("used_memory") or 0) / maxmemory, 1)
         if percent > THRESHOLDS["redis_memory_percent"]:
-            alerts.append(Alert("redis_memory_percent", percent, THRESHOLDS["redis_memory_percent"]))
+            alerts.append(
+                Alert("redis_memory_percent", percent, THRESHOLDS["redis_memory_percent"])
+            )
     clients = int(info.get("connected_clients") or 0)
     if clients > THRESHOLDS["redis_connected_clients"]:
-        alerts.append(Alert("redis_connected_clients", clients, THRESHOLDS["redis_connected_clients"]))
+        alerts.append(
+            Alert("redis_connected_clients", clients, THRESHOLDS["redis_connected_clients"])
+        )
     if latency_ms is not None and latency_ms > THRESHOLDS["redis_latency_ms"]:
         alerts.append(Alert("redis_latency_ms", latency_ms, THRESHOLDS["redis_latency_ms"]))
     return alerts

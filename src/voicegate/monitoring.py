@@ -27,7 +27,9 @@ class RedisSampler:
             metrics.REDIS_FALLBACK.set(0)
             return
         storage = self.storage
-        storage.listeners.append(lambda available: metrics.REDIS_FALLBACK.set(0 if available else 1))
+        storage.listeners.append(
+            lambda available: metrics.REDIS_FALLBACK.set(0 if available else 1)
+        )
         metrics.REDIS_FALLBACK.set(0 if storage.available else 1)
         while True:
             await self.sample(storage)

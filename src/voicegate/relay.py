@@ -13,6 +13,7 @@ plus the per-connection cap (`session.timeout`, then 4008).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -116,13 +117,11 @@ class VoiceConnection:
         # 4. Tell the client how it ended.
         if not self._client_gone and self._close is not None:
             code, reason = self._close
-            try:
+            with contextlib.suppress(RuntimeError, OSError):  # the client went away meanwhile
                 await self.websocket.close(code, reason[:_REASON_MAX])
-            except (RuntimeError, OSError):  # the client went away meanwhile
-                pass
         self._finished.set()
-        log.info("Voice session %s ended (%s)", record.session_id,
-                 self._close[0] if self._close else "client left", extra=self._log_extra)  # fmt: skip
+        how = f"close {self._close[0]}" if self._close else "client left"
+        log.info("Voice session %s ended (%s)", record.session_id, how, extra=self._log_extra)
 
     def _end(self, code: int, reason: str) -> None:
         if self._close is None and not self._ended.is_set():
@@ -162,7 +161,9 @@ class VoiceConnection:
                 return
             text = message.get("text")
             if text is None:
-                await self._send(error_event("binary_frame", "binary frames are not accepted; send JSON text"))
+                await self._send(
+                    error_event("binary_frame", "binary frames are not accepted; send JSON text")
+                )
                 continue
             size = len(text)
             if size * 4 > limit and len(text.encode()) > limit:
@@ -255,7 +256,9 @@ class VoiceConnection:
         if isinstance(said, str) and said.strip():
             conversation = self.record.conversation
             conversation.append(Turn(role, said.strip()))  # type: ignore[arg-type]
-            del conversation[: max(0, len(conversation) - self.gateway.settings.voice_conversation_max_turns)]
+            del conversation[
+                : max(0, len(conversation) - self.gateway.settings.voice_conversation_max_turns)
+            ]
             self._dirty.set()
 
     def _remember(self, preferences: dict[str, Any]) -> None:
@@ -266,7 +269,9 @@ class VoiceConnection:
     async def _save(self) -> None:
         self._dirty.clear()
         self.record.touch()
-        await self.gateway.storage.save_session(self.record, self.gateway.settings.session_ttl_seconds)
+        await self.gateway.storage.save_session(
+            self.record, self.gateway.settings.session_ttl_seconds
+        )
 
     # -- plumbing ---------------------------------------------------------------------------
 

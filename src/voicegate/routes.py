@@ -68,10 +68,10 @@ async def voice(websocket: WebSocket) -> None:
 
 
 class DevTokenRequest(BaseModel):
-    user_id: str = Field("demo-user", min_length=1, max_length=128)
-    plan: str = Field("elite", min_length=1, max_length=64)
-    email: str | None = Field(None, max_length=256)
-    ttl: int = Field(3600, ge=60, le=86400)
+    user_id: str = Field(default="demo-user", min_length=1, max_length=128)
+    plan: str = Field(default="elite", min_length=1, max_length=64)
+    email: str | None = Field(default=None, max_length=256)
+    ttl: int = Field(default=3600, ge=60, le=86400)
 
 
 @dev_router.post("/api/v1/dev/token")

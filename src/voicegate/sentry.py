@@ -1,14 +1,115 @@
-"""Sentry error tracking through sentry-sdk's own FastAPI, Starlette and logging integrations."""
+"""Sentry error tracking through sentry-sdk's own FastAPI, Starlette and logging integrations.
+
+What reaches Sentry:
+
+- unhandled exceptions of HTTP routes (the FastAPI/Starlette integrations), with the request's
+  method, URL and headers;
+- every log record at ERROR or above as an event (the logging integration), records from INFO
+  up as breadcrumbs, so an event shows what led to it;
+- performance transactions, sampled at `SENTRY_TRACES_SAMPLE_RATE`.
+
+Inside a voice session (relay.py) the scope carries the tags `session_id` and `engine`.
+
+Nothing secret leaves the process: sentry-sdk's own scrubber removes the fields it knows, then
+`SentryScrubber` walks every event, transaction and breadcrumb and masks every string with
+`mask_text` and the configured secrets (Redis password, API key, JWT secret, the DSN itself),
+token query parameters and JWT-shaped values, and drops the values of credential headers.
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+from typing import TYPE_CHECKING, Any, cast
 
 import sentry_sdk
+from sentry_sdk.integrations.fastapi import FastApiIntegration
+from sentry_sdk.integrations.logging import LoggingIntegration
+from sentry_sdk.integrations.starlette import StarletteIntegration
 
+from voicegate._redact import MASK, mask_text
 from voicegate.config import Settings
 
+if TYPE_CHECKING:
+    from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
+
+__all__ = ["FILTERED", "SentryScrubber", "init_sentry"]
+
 log = logging.getLogger("voicegate")
+
+FILTERED = "[Filtered]"
+
+# Keys whose value is dropped whatever it looks like: credential headers (as sentry-sdk shows
+# request headers: a dict, or [name, value] pairs) and obviously named secrets.
+_SECRET_KEYS = frozenset(
+    {
+        "authorization", "proxy-authorization", "cookie", "set-cookie", "x-api-key",
+        "api-key", "apikey", "openai-api-key", "password", "passwd", "secret", "jwt-secret",
+        "token", "access-token", "refresh-token",
+    }
+)  # fmt: skip
+# A credential in a query string, including one that starts the string (sentry-sdk reports
+# `query_string` without its `?`, which `mask_text` alone would not recognise).
+_QUERY_SECRET = re.compile(
+    r"(?i)(^|[?&;])((?:access_|refresh_)?token|api_?key|key|password|secret|auth)=[^&#\s\"']*"
+)
+# The first part of a JWT (`eyJ…` header, a dot, anything): masks a token that a length limit
+# cut short, which the full-JWT pattern no longer matches.
+_JWT_START = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_.-]*")
+_MAX_DEPTH = 32  # deeper than any Sentry payload; a cycle in raw breadcrumb data stops here
+
+
+def _is_secret_key(key: object) -> bool:
+    return isinstance(key, str) and key.lower().replace("_", "-") in _SECRET_KEYS
+
+
+class SentryScrubber:
+    """Masks secrets in Sentry payloads; its methods are sentry-sdk's `before_*` hooks."""
+
+    def __init__(self, secrets: tuple[str, ...]) -> None:
+        self._secrets = tuple(s for s in secrets if s and len(s) >= 4)
+
+    def before_send(self, event: Event, hint: Hint) -> Event:
+        """`before_send` and `before_send_transaction`: the whole event, scrubbed."""
+        return cast("Event", self.scrub(event))
+
+    def before_breadcrumb(self, crumb: Breadcrumb, hint: BreadcrumbHint) -> Breadcrumb:
+        """`before_breadcrumb`: the breadcrumb, scrubbed before the scope keeps it."""
+        return cast("Breadcrumb", self.scrub(crumb))
+
+    def scrub(self, value: Any, depth: int = 0) -> Any:
+        """`value` with every string masked and credential-named entries dropped."""
+        if isinstance(value, str):
+            return self.text(value)
+        if depth > _MAX_DEPTH:
+            return FILTERED
+        if isinstance(value, dict):
+            return {
+                self.scrub(k, depth + 1): (
+                    FILTERED if _is_secret_key(k) and v is not None else self.scrub(v, depth + 1)
+                )
+                for k, v in value.items()
+            }
+        if isinstance(value, (list, tuple)):
+            if len(value) == 2 and _is_secret_key(value[0]):  # a [name, value] header pair
+                return type(value)((value[0], FILTERED))
+            return type(value)(self.scrub(item, depth + 1) for item in value)
+        return value  # numbers, booleans, None; raw objects are scrubbed once serialised
+
+    def text(self, text: str) -> str:
+        """One string, masked."""
+        text = mask_text(text, self._secrets)
+        text = _QUERY_SECRET.sub(rf"\1\2={MASK}", text)
+        text = _JWT_START.sub(MASK, text)
+        # A string cut by a length limit ends in "...": a secret cut there no longer matches
+        # whole, so its surviving head is masked too.
+        if text.endswith("..."):
+            body = text[:-3]
+            for secret in self._secrets:
+                for size in range(len(secret) - 1, 3, -1):
+                    if body.endswith(secret[:size]):
+                        return f"{body[:-size]}{MASK}..."
+        return text
 
 
 def init_sentry(settings: Settings) -> bool:
@@ -17,12 +118,24 @@ def init_sentry(settings: Settings) -> bool:
     if settings.sentry_dsn is None:
         log.info("ℹ️ Sentry DSN not configured, error tracking disabled")
         return False
+    scrubber = SentryScrubber(settings.secret_values())
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=environment,
         release=settings.app_version,
         traces_sample_rate=settings.sentry_traces_sample_rate,
-        send_default_pii=False,
+        # No PII (IP addresses, cookies, user names): `send_default_pii` stays at its default,
+        # False. sentry-sdk >= 2.70 deprecates passing it (a DeprecationWarning) in favour of
+        # `data_collection`, which the older releases we support do not know.
+        integrations=[
+            StarletteIntegration(),
+            FastApiIntegration(),
+            LoggingIntegration(level=logging.INFO, event_level=logging.ERROR),
+        ],
+        in_app_include=["voicegate"],
+        before_send=scrubber.before_send,
+        before_send_transaction=scrubber.before_send,
+        before_breadcrumb=scrubber.before_breadcrumb,
     )
     log.info("✅ Sentry initialized: %s", environment)
     return True

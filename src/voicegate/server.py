@@ -42,6 +42,6 @@ def serve(settings: Settings, host: str, port: int) -> None:
         ws_max_size=settings.voice_max_message_bytes * 2,
         ws_per_message_deflate=False,  # audio frames: compression costs CPU for little gain
         log_config=None,
-        timeout_graceful_shutdown=max(settings.drain_seconds, 1),
+        timeout_graceful_shutdown=max(int(settings.drain_seconds), 1),
     )
     DrainingServer(config, app.state.gateway).run()

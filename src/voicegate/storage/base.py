@@ -16,7 +16,15 @@ from pydantic import BaseModel, Field
 from voicegate.config import RateLimit
 from voicegate.engines.base import Turn
 
-__all__ = ["Decision", "Lease", "RateLimiter", "SessionRecord", "SessionStore", "StateBackend", "Turn"]
+__all__ = [
+    "Decision",
+    "Lease",
+    "RateLimiter",
+    "SessionRecord",
+    "SessionStore",
+    "StateBackend",
+    "Turn",
+]
 
 Refusal = Literal["rate_limit", "concurrency"]
 

@@ -88,7 +88,9 @@ class MemoryBackend(StateBackend):
         if lease is not None:
             open_now = user.live_leases(now_ms)
             if session_id not in open_now and len(open_now) >= lease.max_concurrent:
-                return Decision(False, len(open_now), lease.max_concurrent, 0.0, "concurrency"), user
+                return Decision(
+                    False, len(open_now), lease.max_concurrent, 0.0, "concurrency"
+                ), user
         user.hits.append((now_ms, session_id or secrets.token_hex(8)))
         return Decision(True, count + 1, limit.count), user
 

@@ -10,6 +10,7 @@ Keys (one user's keys share a Redis Cluster hash slot through the `{…}` tag):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import secrets
 import time
@@ -20,7 +21,6 @@ from urllib.parse import parse_qs, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from voicegate.config import RateLimit
@@ -28,6 +28,7 @@ from voicegate.errors import ConfigError, StorageUnavailable
 from voicegate.storage.base import Decision, Lease, SessionRecord, StateBackend
 
 AnyRedis = aioredis.Redis | RedisCluster
+ScriptArg = str | int | float
 
 
 def _script(name: str) -> str:
@@ -97,8 +98,9 @@ def _sentinel_master(parts: Any, common: dict[str, Any]) -> aioredis.Redis:
         options["ssl"] = True
         options.update({k: v for k, v in query.items() if k.startswith("ssl_")})
     db = int(path[1]) if len(path) > 1 else 0
-    sentinel = Sentinel(sentinels, sentinel_kwargs=_without(options, "health_check_interval"))
-    return sentinel.master_for(path[0], db=db, **options)
+    sentinel = Sentinel(sentinels, sentinel_kwargs=_without(options, "health_check_interval"))  # type: ignore[no-untyped-call]
+    master: aioredis.Redis = sentinel.master_for(path[0], db=db, **options)
+    return master
 
 
 class RedisBackend(StateBackend):
@@ -111,12 +113,12 @@ class RedisBackend(StateBackend):
         register = client.register_script
         # redis-py's Script runs EVALSHA and, on NOSCRIPT (a restart or failover emptied the
         # script cache), loads the script and runs it again: NOSCRIPT never reaches us.
-        self._admit: AsyncScript = register(_script("admit"))  # type: ignore[assignment]
-        self._hit: AsyncScript = register(_script("hit"))  # type: ignore[assignment]
-        self._claim: AsyncScript = register(_script("claim"))  # type: ignore[assignment]
-        self._renew: AsyncScript = register(_script("renew"))  # type: ignore[assignment]
-        self._release: AsyncScript = register(_script("release"))  # type: ignore[assignment]
-        self._merge: AsyncScript = register(_script("merge"))  # type: ignore[assignment]
+        self._admit = register(_script("admit"))
+        self._hit = register(_script("hit"))
+        self._claim = register(_script("claim"))
+        self._renew = register(_script("renew"))
+        self._release = register(_script("release"))
+        self._merge = register(_script("merge"))
 
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
         raw = await self._call(self.client.get(Keys(user_id).session(session_id)))
@@ -131,10 +133,11 @@ class RedisBackend(StateBackend):
 
     async def hit(self, user_id: str, limit: RateLimit) -> Decision:
         keys = [Keys(user_id).admissions]
-        args = [limit.count, limit.window_seconds * 1000, secrets.token_hex(8)]
+        args: list[ScriptArg] = [limit.count, limit.window_seconds * 1000, secrets.token_hex(8)]
         allowed, count, retry_ms = await self._call(self._hit(keys=keys, args=args))
-        refusal = None if allowed else "rate_limit"
-        return Decision(bool(allowed), int(count), limit.count, int(retry_ms) / 1000, refusal)
+        if allowed:
+            return Decision(True, int(count), limit.count)
+        return Decision(False, int(count), limit.count, int(retry_ms) / 1000, "rate_limit")
 
     async def reset(self, user_id: str) -> None:
         await self._call(self.client.delete(Keys(user_id).admissions))
@@ -144,7 +147,7 @@ class RedisBackend(StateBackend):
     ) -> Decision:
         k = Keys(record.user_id)
         keys = [k.admissions, k.session(record.session_id), k.leases, k.owners]
-        args = [
+        args: list[ScriptArg] = [
             limit.count, limit.window_seconds * 1000, record.model_dump_json(), ttl,
             lease.max_concurrent, int(lease.seconds * 1000), record.session_id,
             lease.connection_id,
@@ -152,17 +155,19 @@ class RedisBackend(StateBackend):
         allowed, refusal, count, retry_ms = await self._call(self._admit(keys=keys, args=args))
         if allowed:
             return Decision(True, int(count), limit.count)
-        refused = "rate_limit" if _text(refusal) == "rate_limit" else "concurrency"
-        cap = limit.count if refused == "rate_limit" else lease.max_concurrent
-        return Decision(False, int(count), cap, int(retry_ms) / 1000, refused)
+        if _text(refusal) == "rate_limit":
+            return Decision(False, int(count), limit.count, int(retry_ms) / 1000, "rate_limit")
+        return Decision(False, int(count), lease.max_concurrent, 0.0, "concurrency")
 
     async def claim(
         self, user_id: str, session_id: str, ttl: int, lease: Lease
     ) -> SessionRecord | Decision | None:
         k = Keys(user_id)
         keys = [k.session(session_id), k.leases, k.owners]
-        args = [ttl, lease.max_concurrent, int(lease.seconds * 1000), session_id]
-        result = await self._call(self._claim(keys=keys, args=[*args, lease.connection_id]))
+        args: list[ScriptArg] = [
+            ttl, lease.max_concurrent, int(lease.seconds * 1000), session_id, lease.connection_id,
+        ]  # fmt: skip
+        result = await self._call(self._claim(keys=keys, args=args))
         if result is None:
             return None
         if isinstance(result, list):
@@ -171,7 +176,7 @@ class RedisBackend(StateBackend):
 
     async def renew(self, user_id: str, session_id: str, lease: Lease) -> bool:
         k = Keys(user_id)
-        args = [int(lease.seconds * 1000), session_id, lease.connection_id]
+        args: list[ScriptArg] = [int(lease.seconds * 1000), session_id, lease.connection_id]
         return bool(await self._call(self._renew(keys=[k.leases, k.owners], args=args)))
 
     async def release(self, user_id: str, session_id: str, connection_id: str) -> None:
@@ -190,7 +195,9 @@ class RedisBackend(StateBackend):
         """Write back what memory recorded during an outage, keeping whatever is newer."""
         k = Keys(user_id)
         session_key = k.session(record.session_id if record else "-")
-        args: list[Any] = [record.model_dump_json() if record else "", 0, ttl, window_seconds * 1000]
+        args: list[ScriptArg] = [
+            record.model_dump_json() if record else "", 0, ttl, window_seconds * 1000,
+        ]  # fmt: skip
         if record:
             args[1] = record.updated_at
         for score, member in hits:
@@ -210,10 +217,8 @@ class RedisBackend(StateBackend):
         return info
 
     async def close(self) -> None:
-        try:
+        with contextlib.suppress(RedisError, OSError):
             await self.client.aclose()
-        except (RedisError, OSError):
-            pass
 
     async def _call(self, awaitable: Any) -> Any:
         """Await a redis-py call, mapping its failures to ours at this boundary."""

@@ -114,7 +114,9 @@ class ResilientBackend(StateBackend):
             else:
                 if decision.allowed:  # mirror, so that a fallback still knows all of it
                     await self.memory.save_session(record, ttl)
-                    self.memory.record_hits(record.user_id, [(time.time() * 1000, record.session_id)])
+                    self.memory.record_hits(
+                        record.user_id, [(time.time() * 1000, record.session_id)]
+                    )
                     self.memory.take_lease(record.user_id, record.session_id, lease)
                 return decision
         decision = await self.memory.admit(record, limit, ttl, lease)
@@ -227,7 +229,9 @@ class ResilientBackend(StateBackend):
         if self._reconnect_task is None or self._reconnect_task.done():
             self._reconnect_task = asyncio.create_task(self._reconnect(), name="redis-reconnect")
 
-    async def _connect_round(self, first_attempt_now: bool = False, start: int = 0) -> Exception | None:
+    async def _connect_round(
+        self, first_attempt_now: bool = False, start: int = 0
+    ) -> Exception | None:
         """One round of `RETRY_MAX_ATTEMPTS` attempts; None on success, else the last error."""
         settings = self._settings
         error: Exception | None = None

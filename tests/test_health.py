@@ -1,0 +1,130 @@
+"""The health endpoint, probes and start-up lines, with Redis up, down, back, and disabled."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx
+
+from tests.clients import make_token, open_voice
+from tests.redis_server import RedisServer, free_port
+from tests.servers import Gateway
+
+GatewayFactory = Callable[..., Gateway]
+KEYS = {"status", "feature_enabled", "openai_configured", "weaviate_enabled", "engine", "version",
+        "redis", "alerts", "timestamp"}  # fmt: skip
+REDIS_KEYS = {"redis_available", "redis_enabled", "using_fallback", "redis_url", "redis_version",
+              "connected_clients", "used_memory_human", "latency_ms"}  # fmt: skip
+
+
+def test_healthy_with_a_password_protected_redis(
+    gateway_factory: GatewayFactory, redis_server_with_password: RedisServer
+) -> None:
+    server = redis_server_with_password
+    gateway = gateway_factory({"REDIS_URL": server.url, "APP_VERSION": "9.9.9-test"})
+    health = gateway.health()
+    assert set(health) == KEYS
+    redis = health["redis"]
+    assert isinstance(redis, dict) and set(redis) == REDIS_KEYS
+    assert health["status"] == "healthy"
+    assert (health["engine"], health["version"], health["feature_enabled"]) == (
+        "local",
+        "9.9.9-test",
+        True,
+    )
+    assert (health["openai_configured"], health["weaviate_enabled"], health["alerts"]) == (
+        False,
+        False,
+        [],
+    )
+    assert redis["redis_available"] is True and redis["using_fallback"] is False
+    assert redis["redis_url"] == f"redis://default:***@127.0.0.1:{server.port}"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", str(redis["redis_version"]))
+    assert isinstance(redis["connected_clients"], int) and redis["connected_clients"] >= 1
+    assert str(redis["used_memory_human"]).endswith(("K", "M", "G", "B"))
+    assert isinstance(redis["latency_ms"], float) and redis["latency_ms"] >= 0
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", str(health["timestamp"]))
+    assert (
+        f"✅ Redis connected successfully: redis://default:***@127.0.0.1:{server.port}"
+        in gateway.log
+    )
+    assert "ℹ️ Sentry DSN not configured, error tracking disabled" in gateway.log
+    assert server.password is not None
+    assert server.password not in gateway.log
+    assert server.password not in httpx.get(f"{gateway.http}/api/v1/voice/health").text
+
+
+async def test_unreachable_redis_at_start_degrades_and_voice_keeps_working(
+    gateway_factory: GatewayFactory,
+) -> None:
+    port = free_port()
+    gateway = gateway_factory({"REDIS_URL": f"redis://:pw-never-shown-1234@127.0.0.1:{port}/0"})
+    log = gateway.log
+    failed = log.index("❌ Redis connection failed: ")
+    assert log.index("⚠️ Falling back to in-memory session storage") > failed
+    assert "pw-never-shown-1234" not in log
+    health = gateway.health()
+    assert health["status"] == "degraded"
+    redis = health["redis"]
+    assert isinstance(redis, dict)
+    assert (redis["redis_available"], redis["using_fallback"], redis["redis_enabled"]) == (
+        False,
+        True,
+        True,
+    )
+    assert redis["redis_url"] == f"redis://default:***@127.0.0.1:{port}"
+    client = await open_voice(gateway, make_token())
+    assert client.first is not None
+    await client.close()
+
+
+def test_redis_disabled_never_connects(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory(
+        {"REDIS_ENABLED": "false", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    )
+    health = gateway.health()
+    redis = health["redis"]
+    assert isinstance(redis, dict)
+    assert health["status"] == "healthy"
+    assert (redis["redis_enabled"], redis["redis_available"], redis["redis_url"]) == (
+        False,
+        False,
+        None,
+    )
+    assert "Redis connection failed" not in gateway.log
+    assert "REDIS_ENABLED=false" in gateway.log
+
+
+def test_feature_flag_off_reports_disabled(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false", "ENABLE_VOICE_REALTIME": "false"})
+    health = gateway.health()
+    assert (health["status"], health["feature_enabled"]) == ("disabled", False)
+
+
+async def test_redis_killed_then_restarted(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    gateway = gateway_factory({"REDIS_URL": redis_server.url})
+    assert gateway.health()["status"] == "healthy"
+    redis_server.stop()
+    assert gateway.health()["status"] == "degraded"  # the health check's own PING notices
+    during = await open_voice(gateway, make_token("outage-user"))  # served from memory
+    await during.close()
+    redis_server.start()
+    gateway.wait_for_log("Redis write-back done")
+    assert gateway.log.count("✅ Redis connected successfully") == 2
+    assert gateway.health()["status"] == "healthy"
+    again = await open_voice(gateway, make_token("outage-user"), session_id=during.session_id)
+    assert again.first is not None and again.first["resumed"] is True
+    await again.close()
+
+
+def test_probes(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false"})
+    assert httpx.get(f"{gateway.http}/livez").status_code == 200
+    assert httpx.get(f"{gateway.http}/readyz").json() == {"status": "ready"}
+    metrics = httpx.get(f"{gateway.http}/metrics")
+    assert metrics.status_code == 200 and "voicegate_sessions_active" in metrics.text
+    page = httpx.get(f"{gateway.http}/")
+    assert page.status_code == 200 and "voicegate" in page.text.lower()
