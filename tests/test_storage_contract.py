@@ -178,3 +178,13 @@ async def test_user_ids_with_braces(backend: StateBackend) -> None:
 
 async def test_ping(backend: StateBackend) -> None:
     assert await backend.ping() >= 0
+
+
+async def test_cancel_admission_refunds_everything(backend: StateBackend) -> None:
+    limit = RateLimit(1, "hour")
+    rec, held = record("refund"), lease(1)
+    assert (await backend.admit(rec, limit, TTL, held)).allowed
+    await backend.cancel_admission("refund", rec.session_id)
+    assert await backend.get_session("refund", rec.session_id) is None
+    again = record("refund")
+    assert (await backend.admit(again, limit, TTL, lease(1))).allowed  # no hit, no lease left

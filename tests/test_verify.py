@@ -12,6 +12,7 @@ import pytest
 from tests.clients import make_token, open_voice, refused
 from tests.redis_server import RedisServer, free_port
 from tests.servers import TEST_JWT_SECRET, Gateway
+from tests.standin_openai import StandinOpenAI
 from voicegate.cli import main
 
 GatewayFactory = Callable[..., Gateway]
@@ -64,6 +65,33 @@ def test_healthy_gateway_passes_every_check(
     assert done.stderr == ""
     assert_nothing_secret(done.stdout, TEST_JWT_SECRET)
     assert "⚠️ Rate limit exceeded for user verify-" in gateway.log  # a throwaway user's quota
+
+
+async def test_openai_engine_session_asks_for_the_response_and_reports_the_audio(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    async with StandinOpenAI() as upstream:
+        gateway = gateway_factory({
+            "REDIS_URL": redis_server.url,
+            "VOICE_ENGINE": "openai",
+            "OPENAI_API_KEY": "sk-test-standin-key-0123456789",
+            "OPENAI_REALTIME_URL": upstream.url,
+        })  # fmt: skip
+        # The stand-in serves on this event loop: the CLI runs beside it, not blocking it.
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voicegate", "verify", gateway.http,
+            "--jwt-secret", TEST_JWT_SECRET,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(60):
+            stdout, stderr = await process.communicate()
+        output = stdout.decode()
+        assert process.returncode == 0, output + stderr.decode()
+        assert "healthy (engine openai, Redis " in checklist(output)["Health"]
+        assert "✅ Voice session: 1.0 s of audio back from openai" in output
+        # Server VAD answers a manual commit only when asked; the local engine needs no asking.
+        assert "response.create" in upstream.connections[0].types()
+        assert_nothing_secret(output, TEST_JWT_SECRET, "sk-test-standin-key-0123456789")
 
 
 @pytest.mark.parametrize("outage", ["never-up", "went-down"])

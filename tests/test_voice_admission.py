@@ -217,3 +217,18 @@ async def test_bad_input_gets_error_events_and_the_session_goes_on(memory_gatewa
     events = await client.recv_until("response.done")
     assert any(e["type"] == "response.output_audio.delta" for e in events)
     await client.close()
+
+
+async def test_unreachable_upstream_does_not_charge_the_user(
+    gateway_factory: GatewayFactory,
+) -> None:
+    gateway = gateway_factory({
+        "REDIS_ENABLED": "false",
+        "VOICE_RATE_LIMIT": "1/hour",
+        "VOICE_ENGINE": "openai",
+        "OPENAI_API_KEY": "sk-test-unreachable-upstream-key",
+        "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{free_port()}/v1/realtime",
+    })  # fmt: skip
+    token = make_token("unlucky")
+    assert (await refused(gateway, token))[0] == 1011
+    assert (await refused(gateway, token))[0] == 1011  # not 4029: the failed try was refunded

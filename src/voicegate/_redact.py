@@ -44,6 +44,8 @@ def mask_url(url: str) -> str:
             key, eq, _value = pair.partition("=")
             pairs.append(f"{key}={MASK}" if eq and key.lower() in _SECRET_QUERY_KEYS else pair)
         query = "&".join(pairs)
+    if not netloc:  # unix:///path: urlunsplit would drop the empty authority
+        return f"{parts.scheme}://{parts.path}" + (f"?{query}" if query else "")
     path = "" if parts.path in ("/", "/0") else parts.path  # database 0 is the default
     return urlunsplit((parts.scheme, netloc, path, query, parts.fragment))
 

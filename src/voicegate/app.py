@@ -15,7 +15,7 @@ from voicegate.engines import engine_from_settings
 from voicegate.gateway import Gateway
 from voicegate.monitoring import RedisSampler
 from voicegate.routes import dev_router, router
-from voicegate.sentry import init_sentry
+from voicegate.sentry import flush_sentry, init_sentry
 from voicegate.storage import ResilientBackend, backend_from_settings
 
 log = logging.getLogger("voicegate")
@@ -56,6 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         await asyncio.gather(sampler_task, return_exceptions=True)
         # 3. Close the Redis pool last: the drain above saved the session records through it.
         await storage.close()
+        # 4. Send Sentry what it still holds: the process may end before atexit handlers run.
+        await flush_sentry()
 
     app = FastAPI(
         title="voicegate", version=settings.app_version, lifespan=lifespan,

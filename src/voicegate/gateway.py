@@ -115,7 +115,7 @@ class Gateway:
             if decision.refusal == "concurrency":
                 raise self._concurrency_refusal()
             resumed = False
-        engine = await self._connect_engine(record, lease)
+        engine = await self._connect_engine(record, lease, resumed)
         (SESSIONS_RESUMED if resumed else SESSIONS_ADMITTED).inc()
         return Admitted(identity, record, lease, engine, resumed)
 
@@ -133,12 +133,16 @@ class Gateway:
         UPSTREAM_CONNECTS.labels(name).inc()
         return session
 
-    async def _connect_engine(self, record: SessionRecord, lease: Lease) -> EngineSession:
+    async def _connect_engine(
+        self, record: SessionRecord, lease: Lease, resumed: bool
+    ) -> EngineSession:
         try:
             return await self.connect_engine(record)
         except (UpstreamRejected, UpstreamUnavailable) as exc:
-            # The session stays resumable; only this connection's lease is given back.
-            await self.storage.release(record.user_id, record.session_id, lease.connection_id)
+            if resumed:  # the session stays resumable; only this connection's lease goes back
+                await self.storage.release(record.user_id, record.session_id, lease.connection_id)
+            else:  # a session that never started costs the user nothing
+                await self.storage.cancel_admission(record.user_id, record.session_id)
             raise self._refuse("upstream", 1011, str(exc)) from None
 
     def _concurrency_refusal(self) -> AdmissionError:

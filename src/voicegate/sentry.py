@@ -18,6 +18,7 @@ token query parameters and JWT-shaped values, and drops the values of credential
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from typing import TYPE_CHECKING, Any, cast
@@ -33,7 +34,7 @@ from voicegate.config import Settings
 if TYPE_CHECKING:
     from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
 
-__all__ = ["FILTERED", "SentryScrubber", "init_sentry"]
+__all__ = ["FILTERED", "SentryScrubber", "flush_sentry", "init_sentry"]
 
 log = logging.getLogger("voicegate")
 
@@ -139,3 +140,14 @@ def init_sentry(settings: Settings) -> bool:
     )
     log.info("✅ Sentry initialized: %s", environment)
     return True
+
+
+async def flush_sentry(timeout: float = 2.0) -> None:
+    """Send what is still queued, waiting at most `timeout` s (without blocking the loop).
+
+    Called at the end of the shutdown: uvicorn re-raises SIGTERM once it has shut down, which
+    ends the process before atexit handlers, sentry-sdk's own flush among them, can run; the
+    events of the drain (voice sessions' transactions, errors) would be lost.
+    """
+    if sentry_sdk.get_client().is_active():
+        await asyncio.to_thread(sentry_sdk.flush, timeout)

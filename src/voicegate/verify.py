@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import base64
 import json
-import math
 import re
 import secrets
 import socket
@@ -44,6 +43,8 @@ __all__ = ["base_url", "run"]
 
 OK, FAIL = "✅", "❌"
 RATE = 24_000  # PCM16 mono samples per second, as the Realtime API expects
+# 1 s of a 1 kHz square wave: loud enough that an engine's voice activity detection hears speech.
+PROBE_AUDIO = (struct.pack("<h", 8000) * 12 + struct.pack("<h", -8000) * 12) * (RATE // 24)
 CHUNK_BYTES = 4_800  # 100 ms per append, as a browser client sends it
 DEFAULT_SESSIONS_PER_WINDOW = 5  # VOICE_RATE_LIMIT's default, when a refusal names no figure
 MAX_RATE_PROBES = 50  # sessions spent at most looking for the refusal
@@ -70,22 +71,12 @@ def base_url(text: str) -> str:
     """BASE_URL as argparse takes it: http(s)://host[:port][/prefix], no trailing slash."""
     try:
         parts = urlsplit(text.strip())
-        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
-        parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        parts.port  # noqa: B018 - reading it raises ValueError when the port is not a number
     except ValueError:
-        valid = False
-    if not valid:
-        raise argparse.ArgumentTypeError(
-            f"{mask_url(text)!r} is not an http:// or https:// URL with a host"
-        )
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise argparse.ArgumentTypeError(f"{mask_url(text)!r} is not an http(s):// URL with a host")
     return text.strip().rstrip("/")
-
-
-def _tone(seconds: float) -> bytes:
-    """PCM16 24 kHz mono, 440 Hz: loud enough that an engine's VAD hears speech."""
-    count = int(RATE * seconds)
-    samples = (round(8000 * math.sin(2 * math.pi * 440 * i / RATE)) for i in range(count))
-    return struct.pack(f"<{count}h", *samples)
 
 
 def _why(exc: BaseException) -> str:
@@ -134,8 +125,8 @@ class _Verifier:
         self.timeout: float = args.timeout
         self.token: str | None = args.token
         self.secret: str | None = args.jwt_secret
-        self.plan: str = getattr(args, "plan", "elite")
-        self.claims = (getattr(args, "jwt_audience", None), getattr(args, "jwt_issuer", None))
+        self.plan: str = args.plan
+        self.claims: tuple[str | None, str | None] = (args.jwt_audience, args.jwt_issuer)
         self.out, self.http = out, http
         self.secrets = tuple(s for s in (self.token, self.secret) if s)
         self.passed = self.failed = 0
@@ -154,31 +145,26 @@ class _Verifier:
             user = f"verify-{secrets.token_hex(6)}"
             return mint_token(self.secret, user, self.plan, None, 600, audience, issuer)
 
-    def line(self, mark: str, name: str, detail: str) -> None:
-        print(mask_text(f"{mark} {name}: {detail}", self.secrets), file=self.out, flush=True)
-
     async def check(self, name: str, probe: Callable[[], Awaitable[str]], bounded: bool) -> None:
         """Run one probe and print its line; `_Unreachable` propagates.
 
         A `bounded` probe gets --timeout in all; the others bound each of their steps.
         """
+        unreachable = False
         try:
             async with asyncio.timeout(self.timeout if bounded else None):
-                detail = await probe()
+                mark, detail = OK, await probe()
         except _Failed as failed:
-            self.failed += 1
-            self.line(FAIL, name, str(failed))
-            if isinstance(failed, _Unreachable):
-                raise
+            mark, detail, unreachable = FAIL, str(failed), isinstance(failed, _Unreachable)
         except TimeoutError:
-            self.failed += 1
-            self.line(FAIL, name, f"no answer within {self.timeout:g} s")
+            mark, detail = FAIL, f"no answer within {self.timeout:g} s"
         except (ValueError, TypeError, AttributeError, KeyError) as exc:
-            self.failed += 1  # the gateway answered something this contract does not describe
-            self.line(FAIL, name, f"unexpected answer ({type(exc).__name__}: {exc})")
-        else:
-            self.passed += 1
-            self.line(OK, name, detail)
+            # The gateway answered something the contract does not describe (not JSON, …).
+            mark, detail = FAIL, f"unexpected answer ({type(exc).__name__}: {exc})"
+        self.passed, self.failed = self.passed + (mark == OK), self.failed + (mark == FAIL)
+        print(mask_text(f"{mark} {name}: {detail}", self.secrets), file=self.out, flush=True)
+        if unreachable:
+            raise _Unreachable(detail)
 
     async def _get(self, path: str) -> httpx.Response:
         try:
@@ -193,18 +179,13 @@ class _Verifier:
         if response.status_code != 200:
             raise _Failed(f"GET /api/v1/voice/health answered {response.status_code} "
                           "(is BASE_URL the gateway?)")  # fmt: skip
-        try:
-            data = response.json()
-        except ValueError:
-            raise _Failed("GET /api/v1/voice/health did not answer JSON") from None
+        data = response.json()
         return _judge_health(data if isinstance(data, dict) else {})
 
     async def ready(self) -> str:
         response = await self._get("/readyz")
-        try:
-            state = response.json().get("status")
-        except (ValueError, AttributeError):
-            state = response.text[:60]
+        json_body = response.headers.get("content-type", "").startswith("application/json")
+        state = response.json().get("status") if json_body else response.reason_phrase
         if response.status_code != 200:
             raise _Failed(f"/readyz {response.status_code} ({state}): new sessions are refused")
         return f"/readyz {response.status_code} ({state})"
@@ -233,7 +214,7 @@ class _Verifier:
 
     async def voice(self) -> str:
         ws, first = await self._open(self.user_token)
-        engine, sent = first.get("engine"), _tone(1.0)
+        engine, sent = first.get("engine"), PROBE_AUDIO
         try:
             for offset in range(0, len(sent), CHUNK_BYTES):
                 chunk = base64.b64encode(sent[offset : offset + CHUNK_BYTES]).decode()
@@ -327,11 +308,9 @@ async def run(args: argparse.Namespace, out: TextIO) -> int:
         if verifier.secret is not None and len(verifier.secret.encode()) < 32:
             print("⚠️ the JWT secret is shorter than 32 bytes (RFC 7518 §3.2)", file=out)
         checks: list[tuple[str, Callable[[], Awaitable[str]], bool]] = [
-            ("Health", verifier.health, True),
-            ("Ready", verifier.ready, True),
-            ("Voice session", verifier.voice, True),
-            ("Resume", verifier.resume, True),
-        ]
+            ("Health", verifier.health, True), ("Ready", verifier.ready, True),
+            ("Voice session", verifier.voice, True), ("Resume", verifier.resume, True),
+        ]  # fmt: skip
         if args.rate_limit:  # up to MAX_RATE_PROBES sessions: each one is bounded instead
             checks.append(("Rate limit", verifier.rate_limit, False))
         try:

@@ -109,6 +109,11 @@ class StateBackend(SessionStore, RateLimiter):
         count the hit and take the lease — all at once. A refusal writes nothing."""
 
     @abstractmethod
+    async def cancel_admission(self, user_id: str, session_id: str) -> None:
+        """Undo an admission that never became a session (the engine could not be reached):
+        the record, the rate-limit hit and the lease go, so the user is not charged."""
+
+    @abstractmethod
     async def claim(
         self, user_id: str, session_id: str, ttl: int, lease: Lease
     ) -> SessionRecord | Decision | None:

@@ -105,6 +105,13 @@ class MemoryBackend(StateBackend):
             user.leases[record.session_id] = (lease.connection_id, _lease_until(lease))
         return decision
 
+    async def cancel_admission(self, user_id: str, session_id: str) -> None:
+        self._sessions.pop((user_id, session_id), None)
+        user = self._users.get(user_id)
+        if user is not None:
+            user.hits = [hit for hit in user.hits if hit[1] != session_id]
+            user.leases.pop(session_id, None)
+
     async def claim(
         self, user_id: str, session_id: str, ttl: int, lease: Lease
     ) -> SessionRecord | Decision | None:

@@ -159,6 +159,15 @@ class RedisBackend(StateBackend):
             return Decision(False, int(count), limit.count, int(retry_ms) / 1000, "rate_limit")
         return Decision(False, int(count), lease.max_concurrent, 0.0, "concurrency")
 
+    async def cancel_admission(self, user_id: str, session_id: str) -> None:
+        k = Keys(user_id)
+        async with self.client.pipeline(transaction=True) as pipe:  # one slot: fine on Cluster
+            pipe.delete(k.session(session_id))
+            pipe.zrem(k.admissions, session_id)  # the admission's hit is keyed by the session id
+            pipe.zrem(k.leases, session_id)
+            pipe.hdel(k.owners, session_id)
+            await self._call(pipe.execute())
+
     async def claim(
         self, user_id: str, session_id: str, ttl: int, lease: Lease
     ) -> SessionRecord | Decision | None:

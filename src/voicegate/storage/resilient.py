@@ -125,6 +125,12 @@ class ResilientBackend(StateBackend):
             self._journal.hit_users.add(record.user_id)
         return decision
 
+    async def cancel_admission(self, user_id: str, session_id: str) -> None:
+        await self.memory.cancel_admission(user_id, session_id)
+        if not await self._on_redis(lambda b: b.cancel_admission(user_id, session_id)):
+            self._journal.deleted.add((user_id, session_id))
+            self._journal.sessions.discard((user_id, session_id))
+
     async def claim(
         self, user_id: str, session_id: str, ttl: int, lease: Lease
     ) -> SessionRecord | Decision | None:

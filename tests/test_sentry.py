@@ -1,0 +1,171 @@
+"""Sentry: real events from a real server process, received by a real HTTP stand-in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.clients import make_token, open_voice
+from tests.redis_server import RedisServer
+from tests.sentry_standin import SentryStandin, event_message, parse_envelope
+from tests.servers import TEST_JWT_SECRET, Gateway
+from voicegate.sentry import FILTERED, SentryScrubber
+
+GatewayFactory = Callable[..., Gateway]
+
+PASSWORD = "s3cret-redis-pass-XYZ"
+API_KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
+
+
+@pytest.fixture
+def sentry() -> Iterator[SentryStandin]:
+    # Requested before `gateway_factory`, so it outlives the gateways: their exit flush lands.
+    with SentryStandin() as standin:
+        yield standin
+
+
+def secrets_in(text: str, *secrets: str) -> list[str]:
+    return [secret for secret in secrets if secret in text]
+
+
+# -- the scrubber on its own -------------------------------------------------------------------
+
+
+def test_scrubber_masks_every_string_and_drops_credential_headers() -> None:
+    token = make_token("scrub-me")
+    scrubber = SentryScrubber((PASSWORD, API_KEY, TEST_JWT_SECRET))
+    event: dict[str, Any] = {
+        "message": f"connect to redis://:{PASSWORD}@10.0.0.1:6379/0 failed",
+        "tags": {"session_id": "abc123", "engine": "local"},
+        "request": {
+            "url": "ws://gateway/api/v1/ws/voice",
+            "query_string": f"token={token}&session_id=abc123",
+            "headers": {"Authorization": f"Bearer {token}", "Cookie": "sid=1", "X-Api-Key": "k-1"},
+        },
+        "extra": {"pairs": [["authorization", "Basic dXNlcjpwYXNz"], ["accept", "*/*"]]},
+        "exception": {"values": [{"stacktrace": {"frames": [{"vars": {
+            "key": repr(API_KEY), "settings": f"jwt_secret={TEST_JWT_SECRET}",
+            "cut_jwt": token[:40] + "...", "cut_password": "x" * 10 + PASSWORD[:12] + "...",
+        }}]}}]},
+        "breadcrumbs": {"values": [
+            {"message": f'127.0.0.1:5 - "GET /api/v1/voice/health?token={token} HTTP/1.1" 200'},
+            {"data": {"url": "https://api.example/v1?api_key=live-key-123&x=1"}},
+        ]},
+    }  # fmt: skip
+    scrubbed = scrubber.before_send(event, {})  # type: ignore[arg-type]
+    text = json.dumps(scrubbed)
+    assert secrets_in(text, PASSWORD, API_KEY, TEST_JWT_SECRET, token, "live-key-123") == []
+    assert token.split(".")[1] not in text  # not even the cut JWT's payload
+    assert PASSWORD[:12] not in text  # nor the head of a password cut by a length limit
+    request = scrubbed["request"]
+    assert request["headers"] == {
+        "Authorization": FILTERED,
+        "Cookie": FILTERED,
+        "X-Api-Key": FILTERED,
+    }
+    assert request["query_string"] == "token=***&session_id=abc123"
+    assert scrubbed["extra"]["pairs"] == [["authorization", FILTERED], ["accept", "*/*"]]
+    assert scrubbed["tags"] == {"session_id": "abc123", "engine": "local"}  # context survives
+    assert scrubbed["message"] == "connect to redis://default:***@10.0.0.1:6379/0 failed"
+    crumb = scrubber.before_breadcrumb({"message": f"key {API_KEY}", "level": "info"}, {})
+    assert crumb == {"message": "key ***", "level": "info"}
+
+
+def test_envelope_parser_reads_length_and_newline_items() -> None:
+    body = (
+        b'{"event_id":"e1"}\n'
+        b'{"type":"event","length":8}\n{"a":\n1}\n'
+        b'{"type":"client_report"}\n{"discarded_events":[]}\n'
+    )
+    header, items = parse_envelope(body)
+    assert header == {"event_id": "e1"}
+    assert [(i.type, i.json()) for i in items] == [
+        ("event", {"a": 1}),
+        ("client_report", {"discarded_events": []}),
+    ]
+
+
+# -- a real server -----------------------------------------------------------------------------
+
+
+async def test_error_in_a_voice_session_carries_tags_release_environment(
+    sentry: SentryStandin, redis_server: RedisServer, gateway_factory: GatewayFactory
+) -> None:
+    gateway = gateway_factory({
+        "REDIS_URL": redis_server.url, "SENTRY_DSN": sentry.dsn,
+        "APP_ENV": "qa", "APP_VERSION": "9.8.7-test",
+        # Sample Redis once at start only: the failure below is met inside the session.
+        "METRICS_SAMPLE_SECONDS": "3600",
+    })  # fmt: skip
+    assert "✅ Sentry initialized: qa" in gateway.log  # SENTRY_ENVIRONMENT defaults to APP_ENV
+    token = make_token("sentry-user")
+    client = await open_voice(gateway, token)
+    # A real failure inside the session: Redis dies; the session's heartbeat meets it and the
+    # storage layer logs `❌ Redis connection failed`, which the logging integration reports.
+    redis_server.stop()
+    event = await sentry.wait_for_async(
+        lambda e: "Redis connection failed" in event_message(e), timeout=15
+    )
+    assert event["level"] == "error"
+    assert event["release"] == "9.8.7-test"
+    assert event["environment"] == "qa"
+    assert event["tags"]["session_id"] == client.session_id
+    assert event["tags"]["engine"] == "local"
+    assert event["user"] == {"id": "sentry-user"}  # set by the session, no IP address (no PII)
+    request = event["request"]  # the WebSocket's request, its token masked
+    assert request["query_string"] == "token=***"
+    assert secrets_in(json.dumps(event), token, TEST_JWT_SECRET) == []
+    await client.close()
+    # Stopping flushes the queue at exit; with the default sample rate 0 no transaction is sent.
+    gateway.stop()  # SIGTERM; uvicorn re-raises it once shut down, so atexit never runs
+    assert sentry.payloads("transaction") == []
+    assert secrets_in(sentry.raw_text(), token, token.split(".")[2], TEST_JWT_SECRET) == []
+    assert sentry.bad_requests == []
+
+
+async def test_sampled_transactions_are_scrubbed_and_flushed_at_shutdown(
+    gateway_factory: GatewayFactory,
+) -> None:
+    # A slow Sentry: while the SDK waits on one envelope, the next ones queue up in the process.
+    with SentryStandin(response_delay=1.0) as sentry:
+        gateway = gateway_factory({
+            "REDIS_ENABLED": "false", "SENTRY_DSN": sentry.dsn, "SENTRY_ENVIRONMENT": "staging",
+            "APP_ENV": "development", "SENTRY_TRACES_SAMPLE_RATE": "1.0",
+        })  # fmt: skip
+        assert "✅ Sentry initialized: staging" in gateway.log
+        token = make_token("traced-user")
+        headers = {"Authorization": f"Bearer {token}", "Cookie": "sid=cookie-value-1",
+                   "X-Api-Key": "xk-987654"}  # fmt: skip
+        health_url = f"{gateway.http}/api/v1/voice/health?token={token}"
+        assert httpx.get(health_url, headers=headers).status_code == 200
+        # A voice session's transaction ends with the connection: here in the drain at
+        # shutdown, queued behind the health transaction that Sentry is still answering. It
+        # arrives only if the shutdown flushes the queue.
+        client = await open_voice(gateway, token)
+        gateway.stop()  # SIGTERM; uvicorn re-raises it once shut down, so atexit never runs
+        voice = sentry.wait_for(
+            lambda t: t.get("contexts", {}).get("trace", {}).get("op") == "websocket.server",
+            kind="transaction", timeout=5,
+        )  # fmt: skip
+        await client.close()
+        assert voice["request"]["query_string"] == "token=***"
+        health = sentry.wait_for(
+            lambda t: t.get("transaction") == "/api/v1/voice/health", kind="transaction"
+        )
+        assert health["environment"] == "staging"
+        assert health["request"]["query_string"] == "token=***"
+        sent_headers = {k.lower(): v for k, v in health["request"]["headers"].items()}
+        assert sent_headers["authorization"] == sent_headers["x-api-key"] == FILTERED
+        assert sent_headers.get("cookie", FILTERED) == FILTERED
+        raw = sentry.raw_text()
+        assert secrets_in(raw, token, TEST_JWT_SECRET, "cookie-value-1", "xk-987654") == []
+
+
+def test_without_dsn_tracking_is_off_and_says_so(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false"})
+    assert "ℹ️ Sentry DSN not configured, error tracking disabled" in gateway.log
+    assert "Sentry initialized" not in gateway.log
