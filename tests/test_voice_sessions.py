@@ -112,7 +112,11 @@ async def test_openai_engine_gets_translated_events(gateway_factory: GatewayFact
 
 
 async def _conversation_saved(
-    redis_url: str, user: str, session_id: str, turns: int
+    redis_url: str,
+    user: str,
+    session_id: str,
+    turns: int,
+    until: Callable[[SessionRecord], bool] = lambda record: True,
 ) -> SessionRecord:
     raw = aioredis.from_url(redis_url)
     try:
@@ -121,7 +125,7 @@ async def _conversation_saved(
                 stored = await raw.get(Keys(user).session(session_id))
                 if stored:
                     record = SessionRecord.model_validate_json(stored)
-                    if len(record.conversation) >= turns:
+                    if len(record.conversation) >= turns and until(record):
                         return record
                 await asyncio.sleep(0.05)
     finally:
@@ -181,7 +185,9 @@ async def test_drain_saves_and_the_client_resumes_on_another_instance(
     await stopping
     again = await open_voice(second, make_token("bob"), session_id=client.session_id)
     assert again.first is not None and again.first["resumed"] is True
-    record = await _conversation_saved(redis_server.url, "bob", client.session_id, 0)
+    record = await _conversation_saved(
+        redis_server.url, "bob", client.session_id, 0, lambda r: bool(r.preferences)
+    )
     assert record.preferences["voice"] == "sage"
     await again.close()
 
@@ -233,3 +239,24 @@ async def test_two_refused_connects_then_success(gateway_factory: GatewayFactory
         assert client.first is not None and client.first["engine"] == "openai"
         assert [a.refused_with for a in upstream.attempts] == [503, 503, None]
         await client.close()
+
+
+async def test_turn_detection_switched_off_stays_off_after_resume(
+    gateway_factory: GatewayFactory, redis_server: RedisServer
+) -> None:
+    async with StandinOpenAI() as upstream:
+        gateway = gateway_factory(openai_env(upstream, redis_server.url))
+        client = await open_voice(gateway, make_token("carol"))
+        off = {"type": "session.update", "session": {"turn_detection": None}}
+        await client.send(off)
+        await upstream.wait_for_event_count(2)
+        await client.close()
+        record = await _conversation_saved(
+            redis_server.url, "carol", client.session_id, 0, lambda r: bool(r.preferences)
+        )
+        assert record.preferences == {"turn_detection": None}
+        again = await open_voice(gateway, make_token("carol"), session_id=client.session_id)
+        conn = await upstream.wait_for_connections(2)
+        await upstream.wait_for_event_count(1, connection=1)
+        assert conn.events[0]["session"]["audio"]["input"]["turn_detection"] is None
+        await again.close()
