@@ -32,6 +32,7 @@ __all__ = [
     "rss_bytes",
     "running_gateway",
     "running_redis",
+    "runqueue_wait_seconds",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,6 +46,16 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
+
+
+def runqueue_wait_seconds(pid: int) -> float:
+    """Time a process's threads spent ready to run but waiting for a CPU (`schedstat`): how
+    much a noisy neighbour delayed it."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
 
 
 def rss_bytes(pid: int) -> int:

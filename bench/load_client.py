@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import contextlib
 import json
 import math
 import os
@@ -76,7 +77,7 @@ class Load:
 
     async def send_frames(self, ws: ClientConnection, offset: float) -> None:
         """One frame every 20 ms until the window ends; late wake-ups are recorded as lag."""
-        perf_counter, perf_counter_ns, sleep = time.perf_counter, time.perf_counter_ns, asyncio.sleep
+        perf_counter, perf_counter_ns = time.perf_counter, time.perf_counter_ns
         prefix, suffix, lags = self.prefix, self.suffix, self.lags
         due = self.start + offset
         end = self.window_end
@@ -84,7 +85,7 @@ class Load:
         while due < end:
             delay = due - perf_counter()
             if delay > 0:
-                await sleep(delay)
+                await asyncio.sleep(delay)
             now_ns = perf_counter_ns()
             try:
                 await ws.send(f"{prefix}{now_ns}{suffix}")
@@ -160,10 +161,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     print("stop", flush=True)
     await asyncio.gather(*senders)
     if load.received < load.sent:
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(load.all_answered.wait(), 3)
-        except TimeoutError:
-            pass
     await asyncio.gather(*(ws.close() for ws in opened), return_exceptions=True)
     for task in receivers:
         task.cancel()

@@ -8,8 +8,9 @@ Prints its `ws://` URL, then serves until SIGTERM. Append frames are answered at
 
 from __future__ import annotations
 
-from bench._loop import run, until_terminated
 from tests.standin_openai import StandinOpenAI
+
+from bench._loop import run, until_terminated
 
 
 async def main() -> None:

@@ -93,8 +93,10 @@ class SentryScrubber:
             }
         if isinstance(value, (list, tuple)):
             if len(value) == 2 and _is_secret_key(value[0]):  # a [name, value] header pair
-                return type(value)((value[0], FILTERED))
-            return type(value)(self.scrub(item, depth + 1) for item in value)
+                items = [value[0], FILTERED]
+            else:
+                items = [self.scrub(item, depth + 1) for item in value]
+            return items if isinstance(value, list) else tuple(items)
         return value  # numbers, booleans, None; raw objects are scrubbed once serialised
 
     def text(self, text: str) -> str:

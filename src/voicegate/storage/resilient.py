@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from voicegate._retry import backoff_delay
 from voicegate.config import RateLimit, Settings
 from voicegate.errors import StorageUnavailable
+from voicegate.metrics import REDIS_COMMAND_SECONDS, REDIS_WRITEBACK
 from voicegate.storage.base import Decision, Lease, SessionRecord, StateBackend
 from voicegate.storage.memory import MemoryBackend
 from voicegate.storage.redis import RedisBackend
@@ -184,6 +185,9 @@ class ResilientBackend(StateBackend):
     # -- routing ----------------------------------------------------------------------------
 
     async def _bounded(self, awaitable: Awaitable[T]) -> T:
+        # The coroutine's name is the operation (admit, renew, get_session, ping, …): the label.
+        command = getattr(awaitable, "__name__", "other")
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(self._timeout):
                 return await awaitable
@@ -191,6 +195,8 @@ class ResilientBackend(StateBackend):
             raise StorageUnavailable(
                 f"no answer within REDIS_OP_TIMEOUT_MS={self._settings.redis_op_timeout_ms}"
             ) from None
+        finally:
+            REDIS_COMMAND_SECONDS.labels(command).observe(time.perf_counter() - started)
 
     async def _run(
         self, call: Callable[[StateBackend], Awaitable[T]], journal_hits_of: str | None = None
@@ -289,12 +295,14 @@ class ResilientBackend(StateBackend):
                     if record is not None:
                         await self._bounded(self.redis.merge(user_id, record, [], ttl, window))
                         self.written_back += 1
+                        REDIS_WRITEBACK.inc()
                 for user_id, session_id in batch.deleted:
                     await self._bounded(self.redis.delete_session(user_id, session_id))
                 for user_id in batch.hit_users:
                     hits = self.memory.hits_of(user_id)
                     await self._bounded(self.redis.merge(user_id, None, hits, ttl, window))
                     self.written_back += len(hits)
+                    REDIS_WRITEBACK.inc(len(hits))
             except StorageUnavailable:
                 batch.absorb(self._journal)
                 self._journal = batch

@@ -1,0 +1,136 @@
+"""`python -m bench`: run the benchmarks, print the table, save the raw results.
+
+    python -m bench            # the full run (about 8 minutes)
+    python -m bench --quick    # fewer samples and session counts (about 3 minutes)
+    python -m bench --only relay --sessions 10,50
+
+Every figure is a ratio against a baseline measured in the same run (docs: benchmarks.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import memory, redis_ops, relay, session_setup
+from bench._loop import run as run_async
+from bench._procs import running_redis
+from bench._stats import Row, table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FIGURES = ("redis", "setup", "relay", "memory")
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples and session counts")
+    parser.add_argument("--only", action="append", choices=FIGURES, help="run only these")
+    parser.add_argument("--sessions", help="relay session counts, e.g. 10,50,100")
+    parser.add_argument("--repeats", type=int, help="relay runs per target and count")
+    parser.add_argument("--window", type=float, help="relay measured window, seconds")
+    return parser.parse_args(argv)
+
+
+def plan_for(args: argparse.Namespace) -> dict[str, Any]:
+    quick = args.quick
+    sessions = (10, 50) if quick else (10, 50, 100)
+    if args.sessions:
+        sessions = tuple(int(n) for n in args.sessions.split(","))
+    return {
+        "redis_rounds": 8 if quick else 20,
+        "redis_block": 100,
+        "setup_samples": 100 if quick else 300,
+        "memory_sessions": 100 if quick else 300,
+        "relay": relay.RelayPlan(
+            sessions=sessions,
+            extra=() if quick or args.sessions else (150, 200),
+            repeats=args.repeats or (1 if quick else 2),
+            warmup=1.5 if quick else 2.0,
+            window=args.window or (4.0 if quick else 6.0),
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = plan_for(args)
+    chosen = args.only or list(FIGURES)
+    started = time.monotonic()
+    rows: list[Row] = []
+    raw: dict[str, Any] = {
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": {"python": platform.python_version(), "cpus": _cpus(), "load": _load()},
+        "plan": {k: (vars(v) if isinstance(v, relay.RelayPlan) else v) for k, v in plan.items()},
+    }
+    details = ""
+    if "redis" in chosen:
+        log("redis: admission and rate-limit decision vs their baselines")
+        with running_redis() as server:
+            result = run_async(
+                redis_ops.measure(server.url, plan["redis_rounds"], plan["redis_block"])
+            )
+        raw["redis_seconds"] = result
+        rows += redis_ops.rows(result)
+    if "setup" in chosen:
+        log("setup: session set-up with Redis vs memory mode")
+        setup = session_setup.run(plan["setup_samples"])
+        raw["setup_ms"] = setup
+        rows += session_setup.rows(setup)
+    if "relay" in chosen:
+        relay_plan = plan["relay"]
+        result = relay.run(relay_plan, log)
+        summary = relay.summarize(result, relay_plan.sessions)
+        raw["relay"] = {"runs": result["runs"], **summary}
+        rows += relay.rows(summary)
+        details = relay.detail_table(summary)
+    if "memory" in chosen:
+        log("memory: RSS per idle session")
+        mem = memory.run(plan["memory_sessions"])
+        raw["memory"] = mem
+        rows += memory.rows(mem)
+    raw["rows"] = [r.as_dict() for r in rows]
+    raw["elapsed_s"] = round(time.monotonic() - started, 1)
+
+    print()
+    print(table(rows))
+    if details:
+        print("\nrelay runs (latency: the least disturbed run of each; CPU: all runs)")
+        print(details)
+    path = save(raw)
+    print(f"\n{raw['elapsed_s']:.0f} s; raw results in {path.relative_to(Path.cwd())}")
+    return 0
+
+
+def save(raw: dict[str, Any]) -> Path:
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = RESULTS / f"{stamp}{'-quick' if raw['quick'] else ''}.json"
+    text = json.dumps(raw, indent=1, default=str)
+    path.write_text(text)
+    (RESULTS / "latest.json").write_text(text)
+    return path
+
+
+def _cpus() -> int:
+    import os
+
+    return os.cpu_count() or 0
+
+
+def _load() -> list[float]:
+    return [float(x) for x in Path("/proc/loadavg").read_text().split()[:3]]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
