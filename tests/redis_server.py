@@ -51,6 +51,13 @@ def redis_server_binary() -> str:
     )
 
 
+def redis_server_version() -> tuple[int, ...]:
+    """The version of the server binary the tests use, e.g. (7, 0, 15)."""
+    said = subprocess.run([redis_server_binary(), "--version"], capture_output=True, text=True)
+    version = said.stdout.split("v=", 1)[1].split()[0]
+    return tuple(int(part) for part in version.split("."))
+
+
 @dataclass
 class TLSFiles:
     """A CA and a server certificate for 127.0.0.1/localhost, written to `directory`."""
@@ -142,12 +149,17 @@ class RedisServer:
             args += ["--port", str(self.port)]
         if self.password:
             args += ["--requirepass", self.password]
-        self._process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(self._dir, "stderr.log"), "ab") as stderr:
+            self._process = subprocess.Popen(args, stdout=stderr, stderr=stderr)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                log = Path(self._dir, "redis.log")
-                raise RuntimeError(f"redis-server exited: {log.read_text()[-2000:]}")
+                said = "".join(
+                    path.read_text(errors="replace")[-2000:]
+                    for path in (Path(self._dir, "stderr.log"), Path(self._dir, "redis.log"))
+                    if path.exists()
+                )
+                raise RuntimeError(f"redis-server exited: {said}")
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
                 return self

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from tests.redis_server import RedisServer, free_port, redis_server_binary
+from tests.redis_server import RedisServer, free_port, redis_server_binary, redis_server_version
 from voicegate import doctor
 from voicegate._redact import mask_url
 
@@ -207,6 +207,8 @@ def sentinel_port(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
 @pytest.fixture
 def cluster_port(tmp_path: Path) -> Iterator[int]:
     """A one-node cluster serving every slot."""
+    if redis_server_version() < (7, 0):  # --cluster-port and ADDSLOTSRANGE came with 7.0
+        pytest.skip("the cluster fixture needs redis-server 7.0 or newer")
     port = free_port()
     args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
     # The bus port defaults to port + 10000, which a high free port would push past 65535.

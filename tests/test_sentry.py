@@ -116,6 +116,11 @@ async def test_error_in_a_voice_session_carries_tags_release_environment(
     assert event["tags"]["session_id"] == client.session_id
     assert event["tags"]["engine"] == "local"
     assert event["user"] == {"id": "sentry-user"}  # set by the session, no IP address (no PII)
+    integrations = set(event["sdk"]["integrations"])
+    assert {"fastapi", "starlette", "logging"} <= integrations
+    assert "redis" not in integrations  # its per-heartbeat breadcrumbs would crowd these out
+    crumbs = [crumb.get("message", "") for crumb in event["breadcrumbs"]["values"]]
+    assert f"Voice session {client.session_id} started for user sentry-user" in crumbs
     request = event["request"]  # the WebSocket's request, its token masked
     assert request["query_string"] == "token=***"
     assert secrets_in(json.dumps(event), token, TEST_JWT_SECRET) == []
