@@ -64,6 +64,8 @@ class Gateway:
         self.ready = False
         # session id -> the live connection on this process (see relay.VoiceConnection)
         self.connections: dict[str, Takeover] = {}
+        for cause in ("rejected", "unavailable"):  # series exist from the start, for rate()
+            UPSTREAM_FAILURES.labels(engine.name, cause)
 
     def engine_config(self, record: SessionRecord) -> EngineConfig:
         base = EngineConfig(
