@@ -199,3 +199,60 @@ async def test_concurrent_admissions_admit_exactly_the_limit(redis_server: Redis
     finally:
         for client in clients:
             await client.close()
+
+
+async def test_resume_during_an_outage_keeps_its_owner_after_recovery(
+    redis_server: RedisServer,
+) -> None:
+    backend = await resilient_for(redis_server.url)
+    pid = redis_server._process.pid  # type: ignore[union-attr]
+    try:
+        rec, old = new_record("res"), lease()
+        assert (await backend.admit(rec, LIMIT, 60, old)).allowed
+        os.kill(pid, signal.SIGSTOP)  # Redis keeps its data but stops answering
+        new = lease()
+        assert await backend.claim("res", rec.session_id, 60, new) == rec  # from memory
+        os.kill(pid, signal.SIGCONT)
+        await wait_until(lambda: backend.available)
+        assert await backend.renew("res", rec.session_id, new)  # not taken over by the old one
+        assert not await backend.renew("res", rec.session_id, old)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await backend.close()
+
+
+async def test_resume_during_an_outage_writes_the_record_back(redis_server: RedisServer) -> None:
+    backend = await resilient_for(redis_server.url)
+    try:
+        rec = new_record("res2")
+        assert (await backend.admit(rec, LIMIT, 60, lease())).allowed
+        redis_server.stop()
+        assert await backend.claim("res2", rec.session_id, 60, lease()) == rec
+        redis_server.start()  # empty: only the write-back can bring the record back
+        await wait_until(lambda: backend.available)
+        other = RedisBackend(client_from_url(redis_server.url, timeout=1))
+        try:
+            assert await other.get_session("res2", rec.session_id) == rec
+        finally:
+            await other.close()
+    finally:
+        await backend.close()
+
+
+async def test_cancelled_during_an_outage_is_refunded_in_redis(redis_server: RedisServer) -> None:
+    backend = await resilient_for(redis_server.url)
+    pid = redis_server._process.pid  # type: ignore[union-attr]
+    one = RateLimit(1, "hour")
+    try:
+        rec = new_record("cnl")
+        assert (await backend.admit(rec, one, 60, lease())).allowed
+        os.kill(pid, signal.SIGSTOP)
+        await backend.get_session("cnl", "x")  # times out: the circuit opens
+        assert not backend.available
+        await backend.cancel_admission("cnl", rec.session_id)  # memory only, journaled
+        os.kill(pid, signal.SIGCONT)
+        await wait_until(lambda: backend.available)
+        assert (await backend.admit(new_record("cnl"), one, 60, lease())).allowed
+    finally:
+        os.kill(pid, signal.SIGCONT)
+        await backend.close()

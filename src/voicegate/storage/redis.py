@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from voicegate.config import RateLimit
 from voicegate.errors import ConfigError, StorageUnavailable
@@ -72,7 +72,9 @@ def client_from_url(url: str, *, timeout: float) -> AnyRedis:
     scheme = parts.scheme
     if scheme.endswith("+cluster"):
         plain = url.replace("+cluster", "", 1)
-        return RedisCluster.from_url(plain, **_without(common, "health_check_interval"))
+        # The cluster client takes neither option (it runs its own health checks and retries).
+        options = _without(common, "health_check_interval", "retry_on_timeout")
+        return RedisCluster.from_url(plain, **options)
     if scheme.endswith("+sentinel"):
         return _sentinel_master(parts, common)
     return aioredis.from_url(url, **common)
@@ -183,6 +185,18 @@ class RedisBackend(StateBackend):
             return Decision(False, int(result[1]), lease.max_concurrent, 0.0, "concurrency")
         return SessionRecord.model_validate_json(result)
 
+    async def force_lease(self, user_id: str, session_id: str, lease: Lease) -> None:
+        """Make `lease` the session's owner, whatever Redis thought (write-back after an outage,
+        when this connection resumed the session from memory)."""
+        k = Keys(user_id)
+        until = int((time.time() + lease.seconds) * 1000)
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.zadd(k.leases, {session_id: until})
+            pipe.hset(k.owners, session_id, lease.connection_id)
+            pipe.pexpire(k.leases, int(lease.seconds * 1000))
+            pipe.pexpire(k.owners, int(lease.seconds * 1000))
+            await self._call(pipe.execute())
+
     async def renew(self, user_id: str, session_id: str, lease: Lease) -> bool:
         k = Keys(user_id)
         args: list[ScriptArg] = [int(lease.seconds * 1000), session_id, lease.connection_id]
@@ -233,7 +247,7 @@ class RedisBackend(StateBackend):
         """Await a redis-py call, mapping its failures to ours at this boundary."""
         try:
             return await awaitable
-        except (RedisError, OSError) as exc:
+        except (RedisError, RedisClusterException, OSError) as exc:
             raise StorageUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
 

@@ -11,6 +11,7 @@ before the circuit closes again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -37,15 +38,19 @@ class _Journal:
 
     sessions: set[tuple[str, str]] = field(default_factory=set)
     deleted: set[tuple[str, str]] = field(default_factory=set)
+    cancelled: set[tuple[str, str]] = field(default_factory=set)
     hit_users: set[str] = field(default_factory=set)
+    leases: dict[tuple[str, str], Lease] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.sessions or self.deleted or self.hit_users)
+        return bool(self.sessions or self.deleted or self.cancelled or self.hit_users or self.leases)
 
     def absorb(self, other: _Journal) -> None:
         self.sessions |= other.sessions
         self.deleted |= other.deleted
+        self.cancelled |= other.cancelled
         self.hit_users |= other.hit_users
+        self.leases = {**other.leases, **self.leases}
 
 
 class ResilientBackend(StateBackend):
@@ -63,7 +68,6 @@ class ResilientBackend(StateBackend):
         self._reconnect_task: asyncio.Task[None] | None = None
         self._closed = False
         self.listeners: list[StateListener] = []
-        self.written_back = 0
 
     @property
     def available(self) -> bool:
@@ -122,15 +126,19 @@ class ResilientBackend(StateBackend):
                 return decision
         decision = await self.memory.admit(record, limit, ttl, lease)
         if decision.allowed:
-            self._journal.sessions.add((record.user_id, record.session_id))
+            key = (record.user_id, record.session_id)
+            self._journal.sessions.add(key)
             self._journal.hit_users.add(record.user_id)
+            self._journal.leases[key] = lease
         return decision
 
     async def cancel_admission(self, user_id: str, session_id: str) -> None:
         await self.memory.cancel_admission(user_id, session_id)
         if not await self._on_redis(lambda b: b.cancel_admission(user_id, session_id)):
-            self._journal.deleted.add((user_id, session_id))
-            self._journal.sessions.discard((user_id, session_id))
+            key = (user_id, session_id)
+            self._journal.cancelled.add(key)
+            self._journal.sessions.discard(key)
+            self._journal.leases.pop(key, None)
 
     async def claim(
         self, user_id: str, session_id: str, ttl: int, lease: Lease
@@ -145,14 +153,21 @@ class ResilientBackend(StateBackend):
                     await self.memory.save_session(result, ttl)
                     self.memory.take_lease(user_id, session_id, lease)
                 return result
-        return await self.memory.claim(user_id, session_id, ttl, lease)
+        result = await self.memory.claim(user_id, session_id, ttl, lease)
+        if isinstance(result, SessionRecord):  # Redis must learn of this record and owner
+            self._journal.sessions.add((user_id, session_id))
+            self._journal.leases[(user_id, session_id)] = lease
+        return result
 
     async def renew(self, user_id: str, session_id: str, lease: Lease) -> bool:
         return await self._run(lambda b: b.renew(user_id, session_id, lease))
 
     async def release(self, user_id: str, session_id: str, connection_id: str) -> None:
         await self.memory.release(user_id, session_id, connection_id)
-        await self._on_redis(lambda b: b.release(user_id, session_id, connection_id))
+        if not await self._on_redis(lambda b: b.release(user_id, session_id, connection_id)):
+            journaled = self._journal.leases.get((user_id, session_id))
+            if journaled is not None and journaled.connection_id == connection_id:
+                del self._journal.leases[(user_id, session_id)]
 
     async def ping(self) -> float:
         """Redis's round trip; raises `StorageUnavailable` (and opens the circuit) when down."""
@@ -175,11 +190,19 @@ class ResilientBackend(StateBackend):
             raise
 
     async def close(self) -> None:
-        """Stop reconnecting, then close the Redis pool."""
+        """Stop reconnecting, hand Redis what memory still holds if it answers, close the pool."""
         self._closed = True
+        # 1. Stop the reconnect loop (it may be in the middle of a write-back).
         if self._reconnect_task is not None:
             self._reconnect_task.cancel()
             await asyncio.gather(self._reconnect_task, return_exceptions=True)
+        # 2. One last write-back, so that other instances can resume these sessions.
+        if self._journal:
+            with contextlib.suppress(StorageUnavailable, TimeoutError):
+                async with asyncio.timeout(5):
+                    await self._bounded(self.redis.ping())
+                    await self._write_back()
+        # 3. Close the pool.
         await self.redis.close()
 
     # -- routing ----------------------------------------------------------------------------
@@ -287,6 +310,7 @@ class ResilientBackend(StateBackend):
         """
         ttl = self._settings.session_ttl_seconds
         window = self._settings.voice_rate_limit.window_seconds
+        merged = 0
         while self._journal:
             batch, self._journal = self._journal, _Journal()
             try:
@@ -294,18 +318,21 @@ class ResilientBackend(StateBackend):
                     record = await self.memory.get_session(user_id, session_id)
                     if record is not None:
                         await self._bounded(self.redis.merge(user_id, record, [], ttl, window))
-                        self.written_back += 1
-                        REDIS_WRITEBACK.inc()
+                        merged += 1
                 for user_id, session_id in batch.deleted:
                     await self._bounded(self.redis.delete_session(user_id, session_id))
+                for user_id, session_id in batch.cancelled:
+                    await self._bounded(self.redis.cancel_admission(user_id, session_id))
+                for (user_id, session_id), lease in batch.leases.items():
+                    await self._bounded(self.redis.force_lease(user_id, session_id, lease))
                 for user_id in batch.hit_users:
                     hits = self.memory.hits_of(user_id)
                     await self._bounded(self.redis.merge(user_id, None, hits, ttl, window))
-                    self.written_back += len(hits)
-                    REDIS_WRITEBACK.inc(len(hits))
+                    merged += len(hits)
             except StorageUnavailable:
                 batch.absorb(self._journal)
                 self._journal = batch
                 raise
-        if self.written_back:
-            log.info("Redis write-back done: %d records and hits merged", self.written_back)
+        if merged:
+            REDIS_WRITEBACK.inc(merged)
+            log.info("Redis write-back done: %d records and hits merged", merged)

@@ -1,5 +1,5 @@
 -- Write-back after an outage: merge what memory recorded with what Redis holds.
--- KEYS: 1 session record (string) or '' , 2 admissions (zset)
+-- KEYS: 1 session record (string; unused when ARGV[1] is ''), 2 admissions (zset)
 -- ARGV: 1 record json or '', 2 record updated_at, 3 ttl s, 4 window ms, 5.. score, member pairs
 -- A record is written unless Redis holds a newer one; hits are added (a set union).
 if ARGV[1] ~= '' then
