@@ -42,6 +42,8 @@ def voicegate(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         ("VOICE_RATE_LIMIT", "5 per hour", "VOICE_RATE_LIMIT: expected N/second"),
         ("REDIS_URL", "http://:hunter2-password@example.com", "REDIS_URL: scheme must be one of"),
         ("JWT_SECRET", "short-secret", "JWT_SECRET: too short"),
+        ("REDIS_URL", "redis://:hunter2-password@h:99999", "REDIS_URL: port must be a number"),
+        ("REDIS_URL", "redis+sentinel://h1:x/mymaster", "REDIS_URL: port must be a number"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT: Input should be 'text' or 'json'"),
         ("VOICE_ENGINE", "openai", "VOICE_ENGINE=openai requires OPENAI_API_KEY"),
         ("APP_ENV", "production", "APP_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY"),
@@ -144,3 +146,31 @@ def test_production_has_no_dev_token_route(gateway_factory: GatewayFactory) -> N
 def test_settings_reject_production_without_jwt() -> None:
     with pytest.raises(ConfigError, match="production"):
         load_settings(app_env="production", jwt_secret=None, jwt_public_key=None)
+
+
+def test_a_configured_secret_never_signs_over_http(gateway_factory: GatewayFactory) -> None:
+    gateway = gateway_factory({"REDIS_ENABLED": "false"})  # development, JWT_SECRET set
+    assert httpx.post(f"{gateway.http}/api/v1/dev/token").status_code == 404
+
+
+async def test_a_token_for_a_key_of_another_kind_is_a_4001(gateway_factory: GatewayFactory) -> None:
+    key = ec.generate_private_key(ec.SECP256R1())
+    public = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    gateway = gateway_factory(
+        {"REDIS_ENABLED": "false", "JWT_SECRET": "", "JWT_PUBLIC_KEY": public}
+    )  # algorithms default to RS256,ES256: an RS256 token meets an EC key
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    token = jwt.encode({"sub": "x", "plan": "elite", "exp": 2_000_000_000}, rsa_key, "RS256")
+    assert await refused(gateway, token) == (4001, "Invalid token")
+    assert "Traceback" not in gateway.log
+
+
+def test_hs_algorithms_with_a_public_key_are_refused() -> None:
+    with pytest.raises(ConfigError, match="HS"):
+        load_settings(jwt_public_key="-----BEGIN PUBLIC KEY-----", jwt_algorithms="HS256,RS256")

@@ -392,9 +392,10 @@ async def test_the_page_talks_and_listens_to_the_local_engine(
 async def test_the_page_resumes_its_session_after_a_server_restart(
     gateway_factory: Callable[..., Gateway], redis_server: RedisServer, browser: Browser
 ) -> None:
-    gateway = gateway_factory({"REDIS_URL": redis_server.url})  # a JWT secret: dev tokens too
+    gateway = gateway_factory({"REDIS_URL": redis_server.url})  # a configured JWT secret
     page = await browser.new_page()
     await page.goto(f"{gateway.http}/")
+    await page.type("#token", make_token("demo-user"))  # such a server gives no dev tokens
     await page.click("#connect")
     session_id = await page.wait_for(SESSION_SHOWN)
     assert await page.text("#resumed") == "no"

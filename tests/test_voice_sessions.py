@@ -9,6 +9,7 @@ import signal
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
+from websockets.asyncio.client import connect
 
 from tests.clients import b64, make_token, open_voice, pcm
 from tests.redis_server import RedisServer
@@ -260,3 +261,22 @@ async def test_turn_detection_switched_off_stays_off_after_resume(
         await upstream.wait_for_event_count(1, connection=1)
         assert conn.events[0]["session"]["audio"]["input"]["turn_detection"] is None
         await again.close()
+
+
+async def test_a_client_that_stops_reading_cannot_hold_up_a_restart(
+    gateway_factory: GatewayFactory,
+) -> None:
+    async with StandinOpenAI(record_appends=False) as upstream:
+        gateway = gateway_factory({**openai_env(upstream), "DRAIN_SECONDS": "2"})
+        # With a queue of one message the client stops reading the socket almost at once.
+        ws = await connect(f"{gateway.ws}?token={make_token()}", max_queue=1)
+        frame = json.dumps({"type": "input_audio_buffer.append", "audio": b64(pcm(1.0))})
+        for _ in range(120):  # ~8 MB echoed back at a client that no longer reads
+            await ws.send(frame)
+        await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+        await upstream.wait_for_event("input_audio_buffer.commit")
+        # SIGTERM: the drain, the last event and the close are each bounded, so the process
+        # exits by itself (a SIGKILL after the 15 s wait would report -9).
+        code = await asyncio.get_running_loop().run_in_executor(None, gateway.stop)
+        assert code in (0, -signal.SIGTERM)
+        ws.transport.abort()

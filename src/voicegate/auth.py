@@ -50,8 +50,9 @@ class TokenVerifier:
 
     @property
     def can_mint(self) -> bool:
-        """Whether this server holds a signing key (HS256), as in development."""
-        return self.algorithms == ["HS256"] or self.ephemeral
+        """Only the ephemeral development secret mints tokens over HTTP: a configured secret is
+        shared with whoever issues real tokens, and must never sign on request."""
+        return self.ephemeral
 
     def mint(self, user_id: str, plan: str, email: str | None = None, ttl: int = 3600) -> str:
         return mint_token(self._key, user_id, plan, email, ttl, self.audience, self.issuer)
@@ -83,7 +84,7 @@ class TokenVerifier:
             raise AuthError("Token algorithm not allowed") from None
         except jwt.DecodeError:
             raise AuthError("Malformed token") from None
-        except jwt.InvalidTokenError:
+        except jwt.PyJWTError:  # InvalidTokenError, and InvalidKeyError for a key of the wrong kind
             raise AuthError("Invalid token") from None
         plan = claims.get("plan")
         if not isinstance(plan, str) or not isinstance(claims["sub"], str):

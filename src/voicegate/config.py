@@ -156,8 +156,17 @@ class Settings(BaseSettings):
         parts = urlsplit(value.get_secret_value())
         if parts.scheme not in REDIS_SCHEMES:
             raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
-        if parts.scheme != "unix" and not parts.hostname:
-            raise ValueError("no host in the URL")
+        if parts.scheme == "unix":
+            return value
+        hosts = parts.netloc.rpartition("@")[2].split(",")
+        for host in hosts:
+            name, colon, port = host.rpartition(":") if "]" not in host[-1:] else ("", "", "")
+            if not (name if colon else host):
+                raise ValueError("no host in the URL")
+            if colon and not (port.isdigit() and 0 < int(port) < 65536):
+                raise ValueError(f"port must be a number from 1 to 65535, not {port!r}")
+        if len(hosts) > 1 and "+sentinel" not in parts.scheme:
+            raise ValueError("several hosts are only allowed in redis+sentinel:// URLs")
         return value
 
     @field_validator("jwt_secret")
@@ -180,6 +189,9 @@ class Settings(BaseSettings):
             self.jwt_algorithms = ("HS256",)
         elif not self.jwt_algorithms:
             self.jwt_algorithms = ("RS256", "ES256")
+        symmetric = [a for a in self.jwt_algorithms if a.upper().startswith("HS")]
+        if self.jwt_public_key is not None and symmetric:
+            raise ValueError("JWT_ALGORITHMS: HS* algorithms cannot be used with JWT_PUBLIC_KEY")
         if self.is_production and self.jwt_secret is None and self.jwt_public_key is None:
             raise ValueError("APP_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY")
         if self.voice_engine == "openai" and self.openai_api_key is None:

@@ -8,6 +8,7 @@ close code and reason that the endpoint sends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import uuid
@@ -29,6 +30,9 @@ from voicegate.protocol import apply_preferences
 from voicegate.storage import Lease, MemoryBackend, ResilientBackend, SessionRecord
 
 log = logging.getLogger("voicegate.gateway")
+
+SESSION_NOT_FOUND = "Session not found or expired"
+DRAINING = "Server restarting, reconnect with your session_id"
 
 # A connection's lease on its session: renewed every HEARTBEAT seconds, lapses after LEASE.
 LEASE_SECONDS = 15.0
@@ -63,7 +67,10 @@ class Gateway:
         self.draining = False
         self.ready = False
         # session id -> the live connection on this process (see relay.VoiceConnection)
-        self.connections: dict[str, Takeover] = {}
+        self.connections: dict[str, LiveConnection] = {}
+        self._admitting = 0  # admissions in progress, which a drain waits for
+        self._no_admissions = asyncio.Event()
+        self._no_admissions.set()
         for cause in ("rejected", "unavailable"):  # series exist from the start, for rate()
             UPSTREAM_FAILURES.labels(engine.name, cause)
 
@@ -79,9 +86,7 @@ class Gateway:
         if not settings.enable_voice_realtime:
             raise self._refuse("feature_disabled", 1008, "Voice realtime feature disabled")
         if self.draining:
-            raise self._refuse(
-                "draining", 1001, "Server restarting, reconnect with your session_id"
-            )
+            raise self._refuse("draining", 1001, DRAINING)
         try:
             identity = self.verifier.verify(token)
         except AuthError as exc:
@@ -90,36 +95,62 @@ class Gateway:
             allowed = ", ".join(sorted(p.capitalize() for p in settings.voice_allowed_plans))
             raise self._refuse("plan", 4003, f"Voice requires one of these plans: {allowed}")
         lease = Lease(uuid.uuid4().hex, LEASE_SECONDS, settings.voice_max_concurrent_per_user)
-        ttl = settings.session_ttl_seconds
-        if session_id:
-            claimed = await self.storage.claim(identity.user_id, session_id, ttl, lease)
-            if claimed is None:
-                raise self._refuse("session_not_found", 4004, "Session not found or expired")
-            if not isinstance(claimed, SessionRecord):
-                raise self._concurrency_refusal()
-            record, resumed = claimed, True
-        else:
-            record = SessionRecord(
-                session_id=secrets.token_urlsafe(16),
-                user_id=identity.user_id,
-                email=identity.email,
-                plan=identity.plan,
-                engine=settings.engine_name,
-            )
-            limit = settings.voice_rate_limit
-            decision = await self.storage.admit(record, limit, ttl, lease)
-            if decision.refusal == "rate_limit":
-                log.warning(
-                    "⚠️ Rate limit exceeded for user %s: %d/%d",
-                    identity.user_id, decision.count, decision.limit,
-                )  # fmt: skip
-                raise self._refuse("rate_limit", 4029, limit.exceeded_reason())
-            if decision.refusal == "concurrency":
-                raise self._concurrency_refusal()
-            resumed = False
-        engine = await self._connect_engine(record, lease, resumed)
-        (SESSIONS_RESUMED if resumed else SESSIONS_ADMITTED).inc()
-        return Admitted(identity, record, lease, engine, resumed)
+        self._admitting += 1
+        self._no_admissions.clear()
+        try:
+            if session_id:
+                return await self._resume(identity, session_id, lease)
+            return await self._start(identity, lease)
+        finally:
+            self._admitting -= 1
+            if not self._admitting:
+                self._no_admissions.set()
+
+    async def _resume(self, identity: Identity, session_id: str, lease: Lease) -> Admitted:
+        """Resume: the engine is connected before the lease is taken, so a resume that cannot
+        reach the engine leaves the connection that holds the session alone."""
+        ttl = self.settings.session_ttl_seconds
+        stored = await self.storage.get_session(identity.user_id, session_id)
+        if stored is None:
+            raise self._refuse("session_not_found", 4004, SESSION_NOT_FOUND)
+        engine = await self._open_engine(stored)
+        claimed = await self.storage.claim(identity.user_id, session_id, ttl, lease)
+        if not isinstance(claimed, SessionRecord):
+            await engine.close()
+            if claimed is None:  # expired in the meantime
+                raise self._refuse("session_not_found", 4004, SESSION_NOT_FOUND)
+            raise self._concurrency_refusal()
+        SESSIONS_RESUMED.inc()
+        return Admitted(identity, claimed, lease, engine, resumed=True)
+
+    async def _start(self, identity: Identity, lease: Lease) -> Admitted:
+        """A new session: rate limit, cap, record and lease at once; refunded if the engine
+        cannot be reached, so a session that never started costs the user nothing."""
+        settings = self.settings
+        record = SessionRecord(
+            session_id=secrets.token_urlsafe(16),
+            user_id=identity.user_id,
+            email=identity.email,
+            plan=identity.plan,
+            engine=settings.engine_name,
+        )
+        limit = settings.voice_rate_limit
+        decision = await self.storage.admit(record, limit, settings.session_ttl_seconds, lease)
+        if decision.refusal == "rate_limit":
+            log.warning(
+                "⚠️ Rate limit exceeded for user %s: %d/%d",
+                identity.user_id, decision.count, decision.limit,
+            )  # fmt: skip
+            raise self._refuse("rate_limit", 4029, limit.exceeded_reason())
+        if decision.refusal == "concurrency":
+            raise self._concurrency_refusal()
+        try:
+            engine = await self._open_engine(record)
+        except AdmissionError:
+            await self.storage.cancel_admission(record.user_id, record.session_id)
+            raise
+        SESSIONS_ADMITTED.inc()
+        return Admitted(identity, record, lease, engine, resumed=False)
 
     async def connect_engine(self, record: SessionRecord) -> EngineSession:
         """Open an engine conversation configured from `record`, its conversation replayed."""
@@ -135,17 +166,18 @@ class Gateway:
         UPSTREAM_CONNECTS.labels(name).inc()
         return session
 
-    async def _connect_engine(
-        self, record: SessionRecord, lease: Lease, resumed: bool
-    ) -> EngineSession:
+    async def _open_engine(self, record: SessionRecord) -> EngineSession:
+        """`connect_engine`, its failures turned into the 1011 refusal."""
         try:
             return await self.connect_engine(record)
-        except (UpstreamRejected, UpstreamUnavailable) as exc:
-            if resumed:  # the session stays resumable; only this connection's lease goes back
-                await self.storage.release(record.user_id, record.session_id, lease.connection_id)
-            else:  # a session that never started costs the user nothing
-                await self.storage.cancel_admission(record.user_id, record.session_id)
+        except UpstreamRejected as exc:  # a clear reason: the operator has something to fix
+            log.error("Voice engine refused the gateway: %s", exc)
             raise self._refuse("upstream", 1011, str(exc)) from None
+        except UpstreamUnavailable as exc:  # details (hosts, statuses) stay in the log
+            log.warning("Voice engine unavailable: %s", exc)
+            raise self._refuse(
+                "upstream", 1011, "Voice engine unavailable, try again later"
+            ) from None
 
     def _concurrency_refusal(self) -> AdmissionError:
         cap = self.settings.voice_max_concurrent_per_user
@@ -160,30 +192,36 @@ class Gateway:
 
     # -- live connections -------------------------------------------------------------------
 
-    def attach(self, session_id: str, connection: Takeover) -> None:
+    def attach(self, session_id: str, connection: LiveConnection) -> None:
         """Register a live connection; an older one of the same session here is taken over."""
         older = self.connections.get(session_id)
         self.connections[session_id] = connection
         if older is not None and older is not connection:
             older.taken_over()
 
-    def detach(self, session_id: str, connection: Takeover) -> None:
+    def detach(self, session_id: str, connection: LiveConnection) -> None:
         if self.connections.get(session_id) is connection:
             del self.connections[session_id]
 
     async def drain(self) -> None:
-        """Restart: refuse new sessions, tell every client to reconnect, close them with 1001."""
+        """Restart: refuse new sessions, tell every client to reconnect, close them with 1001.
+
+        Bounded by `DRAIN_SECONDS`: what is still open then is closed by the server (1012).
+        """
         self.draining = True
         self.ready = False
-        live = list(self.connections.values())
-        if live:
-            log.info(
-                "Draining %d voice sessions: clients reconnect with their session_id", len(live)
-            )
-        await asyncio.gather(*(c.drain() for c in live), return_exceptions=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.settings.drain_seconds):
+                # Admissions in progress finish first; they see `draining` and drain at once.
+                await self._no_admissions.wait()
+                live = list(self.connections.values())
+                if live:
+                    log.info("Draining %d voice sessions: clients resume with their session_id",
+                             len(live))  # fmt: skip
+                await asyncio.gather(*(c.drain() for c in live), return_exceptions=True)
 
 
-class Takeover(Protocol):
+class LiveConnection(Protocol):
     """What the registry needs of a live connection (relay.VoiceConnection)."""
 
     def taken_over(self) -> None:

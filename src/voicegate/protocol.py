@@ -29,6 +29,7 @@ __all__ = [
     "apply_preferences",
     "error_event",
     "event_type",
+    "fit_close_reason",
     "rename_for_beta",
     "session_update_event",
     "translate_client_event",
@@ -108,6 +109,13 @@ def rename_for_beta(text: str) -> str:
         event["type"] = _BETA_NAMES[event["type"]]
         return dumps(event)
     return text
+
+
+def fit_close_reason(reason: str) -> str:
+    """`reason` cut to the 123 UTF-8 bytes a WebSocket close frame allows, on a character
+    boundary."""
+    encoded = reason.encode()
+    return reason if len(encoded) <= 123 else encoded[:123].decode("utf-8", "ignore")
 
 
 def error_event(code: str, message: str) -> str:

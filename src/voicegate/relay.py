@@ -23,12 +23,13 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegate.engines import EngineSession, Turn
 from voicegate.errors import ClientEventError, EngineError, UpstreamClosed
-from voicegate.gateway import HEARTBEAT_SECONDS, Admitted, Gateway
+from voicegate.gateway import DRAINING, HEARTBEAT_SECONDS, Admitted, Gateway
 from voicegate.metrics import RELAY_BYTES, RELAY_MESSAGES, SESSIONS_ACTIVE, UPSTREAM_RECONNECTS
 from voicegate.protocol import (
     apply_preferences,
     error_event,
     event_type,
+    fit_close_reason,
     rename_for_beta,
     translate_client_event,
 )
@@ -41,7 +42,8 @@ _TURN_EVENTS = {
     "response.output_audio_transcript.done": ("assistant", "transcript"),
     "response.output_text.done": ("assistant", "text"),
 }
-_REASON_MAX = 120  # a close reason must fit in 123 bytes
+_CLOSING_SECONDS = 2.0  # longest wait to deliver the last event and the close frame
+DRAINING_EVENT = '{"type": "gateway.draining"}'
 
 
 class VoiceConnection:
@@ -57,6 +59,7 @@ class VoiceConnection:
         self.config = gateway.engine_config(self.record)
         self.beta = beta
         self._close: tuple[int, str] | None = None
+        self._notice: str | None = None
         self._ended = asyncio.Event()
         self._finished = asyncio.Event()
         self._dirty = asyncio.Event()
@@ -81,6 +84,8 @@ class VoiceConnection:
                 "engine": self.gateway.engine.name, "expires_in": settings.session_ttl_seconds,
             }))  # fmt: skip
             self.gateway.attach(sid, self)
+            if self.gateway.draining:  # admitted while the drain began: it missed us
+                self._end(1001, DRAINING, notice=DRAINING_EVENT)
             SESSIONS_ACTIVE.inc()
             log.info(
                 "Voice session %s %s for user %s", sid, "resumed" if self.resumed else "started",
@@ -108,24 +113,32 @@ class VoiceConnection:
         self._flush_counts()
         # 2. Close the engine conversation.
         await self.engine.close()
-        # 3. Save the record, unless a newer connection owns it now, and give the lease back.
         storage, record = self.gateway.storage, self.record
-        if not self._taken_over:
-            if self._dirty.is_set():
+        try:
+            # 3. Save the record (which also restarts its TTL), unless a newer connection owns
+            #    it now, and give the lease back.
+            if not self._taken_over:
                 await self._save()
-            await storage.release(record.user_id, record.session_id, self.lease.connection_id)
-        # 4. Tell the client how it ended.
-        if not self._client_gone and self._close is not None:
-            code, reason = self._close
-            with contextlib.suppress(RuntimeError, OSError):  # the client went away meanwhile
-                await self.websocket.close(code, reason[:_REASON_MAX])
-        self._finished.set()
+                await storage.release(record.user_id, record.session_id, self.lease.connection_id)
+            # 4. Tell the client how it ended; a client that stopped reading cannot hold us.
+            if not self._client_gone and self._close is not None:
+                code, reason = self._close
+                with contextlib.suppress(RuntimeError, OSError, TimeoutError):
+                    async with asyncio.timeout(_CLOSING_SECONDS):
+                        if self._notice is not None:
+                            await self.websocket.send_text(self._notice)
+                        await self.websocket.close(code, fit_close_reason(reason))
+        finally:
+            self._finished.set()
         how = f"close {self._close[0]}" if self._close else "client left"
         log.info("Voice session %s ended (%s)", record.session_id, how, extra=self._log_extra)
 
-    def _end(self, code: int, reason: str) -> None:
+    def _end(self, code: int, reason: str, notice: str | None = None) -> None:
+        """Decide how the connection ends (the first decision wins); `notice` is an event
+        sent just before the close frame."""
         if self._close is None and not self._ended.is_set():
             self._close = (code, reason)
+            self._notice = notice
         self._ended.set()
 
     async def _guard(self, loop: Any) -> None:
@@ -144,8 +157,7 @@ class VoiceConnection:
         self._end(4409, "Session resumed by a newer connection")
 
     async def drain(self) -> None:
-        await self._send('{"type": "gateway.draining"}')
-        self._end(1001, "Server restarting, reconnect with your session_id")
+        self._end(1001, DRAINING, notice=DRAINING_EVENT)
         await self._finished.wait()
 
     # -- the loops --------------------------------------------------------------------------
@@ -242,8 +254,8 @@ class VoiceConnection:
 
     async def _cap(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
-        await self._send(json.dumps({"type": "session.timeout", "max_seconds": seconds}))
-        self._end(4008, f"Session time limit reached ({seconds:g} s)")
+        timeout = json.dumps({"type": "session.timeout", "max_seconds": seconds})
+        self._end(4008, f"Session time limit reached ({seconds:g} s)", notice=timeout)
 
     # -- the session record -----------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field
 from voicegate.errors import AdmissionError
 from voicegate.gateway import Gateway
 from voicegate.health import health_report
+from voicegate.protocol import fit_close_reason
 from voicegate.relay import VoiceConnection
 
 router = APIRouter()
@@ -62,7 +63,7 @@ async def voice(websocket: WebSocket) -> None:
     try:
         admitted = await gateway.admit(query.get("token"), query.get("session_id") or None)
     except AdmissionError as refusal:
-        await websocket.close(refusal.code, refusal.reason[:120])
+        await websocket.close(refusal.code, fit_close_reason(refusal.reason))
         return
     await VoiceConnection(gateway, websocket, admitted, beta=query.get("events") == "beta").run()
 

@@ -43,7 +43,9 @@ class _Journal:
     leases: dict[tuple[str, str], Lease] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.sessions or self.deleted or self.cancelled or self.hit_users or self.leases)
+        return bool(
+            self.sessions or self.deleted or self.cancelled or self.hit_users or self.leases
+        )
 
     def absorb(self, other: _Journal) -> None:
         self.sessions |= other.sessions
