@@ -68,7 +68,11 @@ class VoiceConnection:
         self._client_gone = False
         self._taken_over = False
         self._counts = [0, 0, 0, 0]  # messages in, bytes in, messages out, bytes out
-        self._log_extra = {"session_id": self.record.session_id, "engine": gateway.engine.name}
+        self._log_extra = {
+            "session_id": self.record.session_id,
+            "user_id": self.record.user_id,
+            "engine": gateway.engine.name,
+        }
 
     # -- lifecycle --------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from importlib.resources import files
 from typing import Any
 
@@ -49,9 +50,14 @@ async def metrics() -> Response:
     return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
+@functools.cache
+def _demo_page_html() -> str:
+    return files("voicegate").joinpath("static", "index.html").read_text()
+
+
 @router.get("/", response_class=HTMLResponse)
 async def demo_page() -> HTMLResponse:
-    return HTMLResponse(files("voicegate").joinpath("static", "index.html").read_text())
+    return HTMLResponse(_demo_page_html())
 
 
 @router.websocket("/api/v1/ws/voice")
