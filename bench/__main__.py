@@ -1,7 +1,7 @@
 """`python -m bench`: run the benchmarks, print the table, save the raw results.
 
-    python -m bench            # the full run (about 8 minutes)
-    python -m bench --quick    # fewer samples and session counts (about 3 minutes)
+    python -m bench            # the full run (about 7-8 minutes)
+    python -m bench --quick    # fewer samples and session counts (about 1 minute)
     python -m bench --only relay --sessions 10,50
 
 Every figure is a ratio against a baseline measured in the same run (docs: benchmarks.md).
@@ -38,6 +38,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--sessions", help="relay session counts, e.g. 10,50,100")
     parser.add_argument("--repeats", type=int, help="relay runs per target and count")
     parser.add_argument("--window", type=float, help="relay measured window, seconds")
+    parser.add_argument(
+        "--floors", action="store_true",
+        help="also run the stripped-down relays that show what the stack costs by itself",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -53,10 +57,11 @@ def plan_for(args: argparse.Namespace) -> dict[str, Any]:
         "memory_sessions": 100 if quick else 300,
         "relay": relay.RelayPlan(
             sessions=sessions,
-            extra=() if quick or args.sessions else (150, 200),
-            repeats=args.repeats or (1 if quick else 2),
-            warmup=1.5 if quick else 2.0,
-            window=args.window or (4.0 if quick else 6.0),
+            extra=() if quick or args.sessions else (150, 200, 250),
+            repeats=args.repeats or (1 if quick else 3),
+            warmup=1.5,
+            window=args.window or (4.0 if quick else 5.0),
+            floors=args.floors,
         ),
     }
 

@@ -25,6 +25,7 @@ import os
 import re
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -64,6 +65,7 @@ class Load:
         self.received = 0
         self.send_errors = 0
         self.errors: list[str] = []
+        self.trace: list[tuple[int, int]] | None = None  # (sent after window start, rtt) in ns
         self.start = self.window_start = self.window_end = 0.0
         self.window_start_ns = self.window_end_ns = 0
         self.all_answered = asyncio.Event()
@@ -111,6 +113,8 @@ class Load:
                 sent_ns = int(match[1])
                 if lo <= sent_ns < hi:
                     rtts.append(now_ns - sent_ns)
+                    if self.trace is not None:
+                        self.trace.append((sent_ns - lo, now_ns - sent_ns))
                     self.received += 1
                     if self.received >= self.sent and time.perf_counter() > self.window_end:
                         self.all_answered.set()
@@ -142,6 +146,8 @@ def session_urls(url: str, sessions: int, gateway: bool) -> list[str]:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     load = Load(args.sessions, args.warmup, args.window)
+    if args.trace:
+        load.trace = []
     semaphore = asyncio.Semaphore(20)
     urls = session_urls(args.url, args.sessions, args.gateway)
     opened = await asyncio.gather(*(open_session(u, semaphore) for u in urls))
@@ -167,6 +173,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     for task in receivers:
         task.cancel()
 
+    if args.trace and load.trace is not None:
+        Path(args.trace).write_text(json.dumps(sorted(load.trace)))
     rtt_ms = summary(ns / 1e6 for ns in load.rtts_ns)
     lag_ms = summary(lag * 1e3 for lag in load.lags)
     client_cpu = (cpu_end.user + cpu_end.system) - (cpu_start.user + cpu_start.system)
@@ -191,6 +199,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--window", type=float, default=8.0)
     parser.add_argument("--gateway", action="store_true", help="mint a token per session")
+    parser.add_argument("--trace", help="write every (send time, round trip) in ns to this file")
     return parser.parse_args(argv)
 
 

@@ -1,12 +1,13 @@
 """The "naive relay" baseline of benchmarks.md, in a process of its own.
 
-    python -m bench.naive_relay UPSTREAM_URL
+    python -m bench.naive_relay UPSTREAM_URL [WS_IMPL]
 
 A FastAPI WebSocket endpoint, served by uvicorn with its defaults, that parses every client
 message with `json.loads`, re-encodes it for the upstream, and forwards both ways through a
 `websockets` client, parsing (and re-encoding) every upstream message too. This is the relay
 most people write first; the gateway's relay is measured against it. Prints its `ws://` URL,
-then serves until SIGTERM.
+then serves until SIGTERM. WS_IMPL picks another uvicorn WebSocket implementation (`ws=`),
+for comparisons; the default is uvicorn's own default.
 """
 
 from __future__ import annotations
@@ -64,7 +65,9 @@ def create_app(upstream_url: str) -> FastAPI:
 def main() -> None:
     port = free_port()
     print(f"ws://127.0.0.1:{port}/ws", flush=True)
-    uvicorn.run(create_app(sys.argv[1]), host="127.0.0.1", port=port, log_level="warning")
+    ws = sys.argv[2] if len(sys.argv) > 2 else "auto"
+    app = create_app(sys.argv[1])
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", ws=ws)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

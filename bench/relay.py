@@ -6,6 +6,11 @@ Three targets see the same load from the same client process (`bench.load_client
     gateway  `voicegate serve` in OpenAI mode (with Redis) relaying to the stand-in
     naive    `bench.naive_relay`, a json.loads-everything relay, relaying to the stand-in
 
+and, with `--floors`, three stripped-down relays that tell what the software stack costs by
+itself (`bench/floor_relays.py`): `fastapi` (a FastAPI endpoint passing text through, uvicorn
+set up like the gateway), `asgi` (the same without FastAPI/Starlette) and `sansio` (no ASGI, no
+tasks: websockets' sans-I/O protocols, each message forwarded in the callback that read it).
+
 The stand-in, the relay and the client each run in their own process, so a relay process's
 user+sys CPU during the measured window is its own work: the CPU per round trip is that ÷ the
 frames answered in the window (each one message in and one out, both ways through the relay).
@@ -19,12 +24,15 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import socket
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
+
+import redis
 
 from bench._procs import (
     JWT_SECRET,
@@ -38,6 +46,7 @@ from bench._procs import (
 from bench._stats import Row, fmt_ms, verdict
 
 TARGETS = ("direct", "gateway", "naive")
+FLOORS = ("fastapi", "asgi", "sansio")
 RELAYS = ("gateway", "naive")
 HELD_P99_MS = 50.0
 MAX_LOST = 0.001  # a level is not "held" if more than 0.1 % of its frames never came back
@@ -55,6 +64,7 @@ class RelayPlan:
     repeats: int
     warmup: float
     window: float
+    floors: bool = False
 
 
 def wait_for_port(url: str, timeout: float = 20) -> None:
@@ -83,9 +93,13 @@ def run_one(target: str, sessions: int, plan: RelayPlan, redis_url: str) -> dict
             assert server.process is not None
             url, gateway, pids["relay"] = server.ws, True, server.process.pid
         else:
-            naive = stack.enter_context(Child("bench.naive_relay", upstream))
-            url, gateway, pids["relay"] = naive.read_line(20), False, naive.pid
+            module, args = ("bench.naive_relay", [upstream])
+            if target in FLOORS:
+                module, args = ("bench.floor_relays", [upstream, target])
+            other = stack.enter_context(Child(module, *args))
+            url, gateway, pids["relay"] = other.read_line(20), False, other.pid
             wait_for_port(url)
+        redis_connections = _redis_connections(redis_url)
         args = [url, "--sessions", str(sessions), "--warmup", str(plan.warmup)]
         args += ["--window", str(plan.window)] + (["--gateway"] if gateway else [])
         client = stack.enter_context(
@@ -100,9 +114,28 @@ def run_one(target: str, sessions: int, plan: RelayPlan, redis_url: str) -> dict
             cpu[name] += cpu_seconds(pid)
             waits[name] += runqueue_wait_seconds(pid)
         result: dict[str, Any] = json.loads(client.read_line(60))
+        if target == "gateway":
+            # Redis connections the gateway opened during the run, and any warning it logged
+            # (a Redis command over REDIS_OP_TIMEOUT_MS under load shows up here).
+            opened = _redis_connections(redis_url)
+            result["redis_connections_opened"] = opened - redis_connections
+            problems = [line for line in server.log.splitlines() if _PROBLEM.search(line)]
+            result["gateway_log_problems"] = {"count": len(problems), "first": problems[:5]}
     cpu["client"] = result.pop("client_cpu_s")
     result.update(target=target, cpu_s=cpu, runqueue_wait_s=waits)
     return result
+
+
+_PROBLEM = re.compile(r" (WARNING|ERROR|CRITICAL) ")
+
+
+def _redis_connections(redis_url: str) -> int:
+    """Connections the Redis server has accepted so far."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.info("stats")["total_connections_received"])
+    finally:
+        client.close()
 
 
 def _p99(run: dict[str, Any]) -> float:
@@ -139,7 +172,7 @@ def run(plan: RelayPlan, log: Callable[[str], None]) -> dict[str, Any]:
                     runs.append(result)
 
         for sessions in plan.sessions:
-            level(sessions, TARGETS)
+            level(sessions, TARGETS + (FLOORS if plan.floors else ()))
         for sessions in plan.extra:
             best = kept(runs)
             holding = tuple(t for t in RELAYS if held(best, t)[1])  # held every count so far
@@ -194,10 +227,12 @@ def summarize(result: dict[str, Any], main_levels: tuple[int, ...]) -> dict[str,
     for target in RELAYS:
         count, open_ended = held(best, target)
         out["held"][target] = {"sessions": count, "lower_bound": open_ended}
+    for target in RELAYS + FLOORS:
         out["cpu_us_per_round_trip"][target] = {
             n: cpu_per_round_trip(runs, target, n) * 1e6 for n in _levels(best, target)
         }
-    for (target, n), r in sorted(best.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    order = TARGETS + FLOORS
+    for (target, n), r in sorted(best.items(), key=lambda kv: (kv[0][1], order.index(kv[0][0]))):
         out["kept"][f"{target}@{n}"] = r
     out["main_levels"] = list(main_levels)
     return out
@@ -249,6 +284,19 @@ def rows(summary: dict[str, Any]) -> list[Row]:
                 verdict(g / v <= CPU_TARGET if g == g and v == v else False),
             )
         )  # fmt: skip
+    for n in summary["main_levels"]:
+        floors = {t: cpu[t][n] for t in FLOORS if n in cpu.get(t, {})}
+        v = cpu["naive"].get(n, math.nan)
+        if floors:
+            out.append(
+                Row(
+                    f"  stack floors, CPU per round trip @ {n}",
+                    "; ".join(f"{t} {us:.0f} µs" for t, us in floors.items()),
+                    f"naive {v:.0f} µs",
+                    "; ".join(f"{us / v:.2f}" for us in floors.values()),
+                    "info", "info",
+                )
+            )  # fmt: skip
     return out
 
 

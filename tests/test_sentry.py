@@ -13,6 +13,7 @@ from tests.clients import make_token, open_voice
 from tests.redis_server import RedisServer
 from tests.sentry_standin import SentryStandin, event_message, parse_envelope
 from tests.servers import TEST_JWT_SECRET, Gateway
+from tests.standin_openai import StandinOpenAI
 from voicegate.sentry import FILTERED, SentryScrubber
 
 GatewayFactory = Callable[..., Gateway]
@@ -95,26 +96,30 @@ def test_envelope_parser_reads_length_and_newline_items() -> None:
 async def test_error_in_a_voice_session_carries_tags_release_environment(
     sentry: SentryStandin, redis_server: RedisServer, gateway_factory: GatewayFactory
 ) -> None:
+    upstream = StandinOpenAI()
+    await upstream.__aenter__()
     gateway = gateway_factory({
         "REDIS_URL": redis_server.url, "SENTRY_DSN": sentry.dsn,
         "APP_ENV": "qa", "APP_VERSION": "9.8.7-test",
-        # Sample Redis once at start only: the failure below is met inside the session.
-        "METRICS_SAMPLE_SECONDS": "3600",
+        "VOICE_ENGINE": "openai", "OPENAI_API_KEY": API_KEY, "OPENAI_REALTIME_URL": upstream.url,
     })  # fmt: skip
     assert "✅ Sentry initialized: qa" in gateway.log  # SENTRY_ENVIRONMENT defaults to APP_ENV
     token = make_token("sentry-user")
     client = await open_voice(gateway, token)
-    # A real failure inside the session: Redis dies; the session's heartbeat meets it and the
-    # storage layer logs `❌ Redis connection failed`, which the logging integration reports.
-    redis_server.stop()
+    # A real failure inside the session: the engine goes away for good; the session cannot
+    # reconnect, logs it as an error (which the logging integration reports) and closes 1011.
+    await upstream.wait_for_connections(1)
+    await upstream.close_connections(1011, "gone")
+    await upstream.__aexit__(None, None, None)
+    assert (await client.closed(timeout=20))[0] == 1011
     event = await sentry.wait_for_async(
-        lambda e: "Redis connection failed" in event_message(e), timeout=15
+        lambda e: "could not reconnect" in event_message(e), timeout=15
     )
     assert event["level"] == "error"
     assert event["release"] == "9.8.7-test"
     assert event["environment"] == "qa"
     assert event["tags"]["session_id"] == client.session_id
-    assert event["tags"]["engine"] == "local"
+    assert event["tags"]["engine"] == "openai"
     assert event["user"] == {"id": "sentry-user"}  # set by the session, no IP address (no PII)
     integrations = set(event["sdk"]["integrations"])
     assert {"fastapi", "starlette", "logging"} <= integrations
@@ -123,12 +128,11 @@ async def test_error_in_a_voice_session_carries_tags_release_environment(
     assert f"Voice session {client.session_id} started for user sentry-user" in crumbs
     request = event["request"]  # the WebSocket's request, its token masked
     assert request["query_string"] == "token=***"
-    assert secrets_in(json.dumps(event), token, TEST_JWT_SECRET) == []
-    await client.close()
+    assert secrets_in(json.dumps(event), token, TEST_JWT_SECRET, API_KEY) == []
     # Stopping flushes the queue at exit; with the default sample rate 0 no transaction is sent.
     gateway.stop()  # SIGTERM; uvicorn re-raises it once shut down, so atexit never runs
     assert sentry.payloads("transaction") == []
-    assert secrets_in(sentry.raw_text(), token, token.split(".")[2], TEST_JWT_SECRET) == []
+    assert secrets_in(sentry.raw_text(), token, token.split(".")[2], TEST_JWT_SECRET, API_KEY) == []
     assert sentry.bad_requests == []
 
 

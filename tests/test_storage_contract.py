@@ -188,3 +188,13 @@ async def test_cancel_admission_refunds_everything(backend: StateBackend) -> Non
     assert await backend.get_session("refund", rec.session_id) is None
     again = record("refund")
     assert (await backend.admit(again, limit, TTL, lease(1))).allowed  # no hit, no lease left
+
+
+async def test_renew_many_answers_in_order(backend: StateBackend) -> None:
+    mine, theirs = record("rm"), record("rm")
+    kept, lost = lease(), lease()
+    assert (await backend.admit(mine, LIMIT, TTL, kept)).allowed
+    assert (await backend.admit(theirs, LIMIT, TTL, lost)).allowed
+    await backend.claim("rm", theirs.session_id, TTL, lease())  # resumed by someone else
+    batch = [("rm", mine.session_id, kept), ("rm", theirs.session_id, lost)]
+    assert await backend.renew_many(batch) == [True, False]

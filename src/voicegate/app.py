@@ -45,15 +45,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # 2. Sample Redis's figures for /metrics in the background (a scrape never waits).
         sampler = RedisSampler(storage, settings.metrics_sample_seconds)
         sampler_task = asyncio.create_task(sampler.run(), name="redis-sampler")
+        # 3. One heartbeat renews the leases of every voice connection of this process.
+        heartbeat = asyncio.create_task(gateway.keep_leases(), name="lease-heartbeat")
         log.info("voicegate %s ready: engine %s", settings.app_version, settings.engine_name)
         gateway.ready = True
         yield
         # 1. Stop admitting; tell live clients to reconnect elsewhere (already done when the
         #    server drained before closing connections).
         await gateway.drain()
-        # 2. Stop sampling.
+        # 2. Stop sampling and the heartbeat (no connection is left to renew).
         sampler_task.cancel()
-        await asyncio.gather(sampler_task, return_exceptions=True)
+        heartbeat.cancel()
+        await asyncio.gather(sampler_task, heartbeat, return_exceptions=True)
         # 3. Close the Redis pool last: the drain above saved the session records through it.
         await storage.close()
         # 4. Send Sentry what it still holds: the process may end before atexit handlers run.

@@ -12,8 +12,9 @@ import contextlib
 import logging
 import secrets
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from voicegate.auth import Identity, TokenVerifier
 from voicegate.config import Settings
@@ -27,9 +28,10 @@ from voicegate.metrics import (
     UPSTREAM_FAILURES,
 )
 from voicegate.protocol import apply_preferences
-from voicegate.storage import Lease, MemoryBackend, ResilientBackend, SessionRecord
+from voicegate.storage import Decision, Lease, MemoryBackend, ResilientBackend, SessionRecord
 
 log = logging.getLogger("voicegate.gateway")
+T = TypeVar("T")
 
 SESSION_NOT_FOUND = "Session not found or expired"
 DRAINING = "Server restarting, reconnect with your session_id"
@@ -37,6 +39,8 @@ DRAINING = "Server restarting, reconnect with your session_id"
 # A connection's lease on its session: renewed every HEARTBEAT seconds, lapses after LEASE.
 LEASE_SECONDS = 15.0
 HEARTBEAT_SECONDS = 2.0
+# How long an admission at the concurrency cap waits for a slot that is being given back.
+CONCURRENCY_GRACE_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -114,7 +118,9 @@ class Gateway:
         if stored is None:
             raise self._refuse("session_not_found", 4004, SESSION_NOT_FOUND)
         engine = await self._open_engine(stored)
-        claimed = await self.storage.claim(identity.user_id, session_id, ttl, lease)
+        claimed = await self._within_grace(
+            lambda: self.storage.claim(identity.user_id, session_id, ttl, lease)
+        )
         if not isinstance(claimed, SessionRecord):
             await engine.close()
             if claimed is None:  # expired in the meantime
@@ -135,7 +141,8 @@ class Gateway:
             engine=settings.engine_name,
         )
         limit = settings.voice_rate_limit
-        decision = await self.storage.admit(record, limit, settings.session_ttl_seconds, lease)
+        ttl = settings.session_ttl_seconds
+        decision = await self._within_grace(lambda: self.storage.admit(record, limit, ttl, lease))
         if decision.refusal == "rate_limit":
             log.warning(
                 "⚠️ Rate limit exceeded for user %s: %d/%d",
@@ -179,6 +186,22 @@ class Gateway:
                 "upstream", 1011, "Voice engine unavailable, try again later"
             ) from None
 
+    @staticmethod
+    async def _within_grace(attempt: Callable[[], Awaitable[T]]) -> T:
+        """Run an admission step, again for a moment while it meets the concurrency cap.
+
+        A client that closes and reconnects at once can be faster than the server noticing the
+        close and giving its lease back; a refused step writes nothing, so it may be retried.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONCURRENCY_GRACE_SECONDS
+        while True:
+            result = await attempt()
+            at_cap = isinstance(result, Decision) and result.refusal == "concurrency"
+            if not at_cap or loop.time() >= deadline:
+                return result
+            await asyncio.sleep(0.05)
+
     def _concurrency_refusal(self) -> AdmissionError:
         cap = self.settings.voice_max_concurrent_per_user
         return self._refuse(
@@ -203,6 +226,22 @@ class Gateway:
         if self.connections.get(session_id) is connection:
             del self.connections[session_id]
 
+    async def keep_leases(self) -> None:
+        """The heartbeat of every live connection here: one batch of lease renewals per tick
+        (one pipeline on Redis). A connection whose session was resumed elsewhere is closed
+        with 4409 by the next tick."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            live = list(self.connections.values())
+            for connection in live:
+                connection.flush_counts()
+            if not live:
+                continue
+            leases = [(c.user_id, c.session_id, c.lease) for c in live]
+            for connection, kept in zip(live, await self.storage.renew_many(leases), strict=True):
+                if not kept:
+                    connection.taken_over()
+
     async def drain(self) -> None:
         """Restart: refuse new sessions, tell every client to reconnect, close them with 1001.
 
@@ -223,6 +262,17 @@ class Gateway:
 
 class LiveConnection(Protocol):
     """What the registry needs of a live connection (relay.VoiceConnection)."""
+
+    lease: Lease
+
+    @property
+    def user_id(self) -> str: ...
+
+    @property
+    def session_id(self) -> str: ...
+
+    def flush_counts(self) -> None:
+        """Add what was relayed since the last call to the metrics."""
 
     def taken_over(self) -> None:
         """A newer connection resumed this session: close with 4409."""

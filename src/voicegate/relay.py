@@ -1,13 +1,13 @@
-"""One admitted voice connection: the relay both ways, the session record, the timers.
+"""One admitted voice connection: the relay both ways, the session record, the time cap.
 
-Four tasks run beside each other until one of them decides how the connection ends:
+Two tasks run beside each other until one of them, or the gateway, decides how it ends:
 
     client → engine   translate and forward client events (audio frames are not parsed)
     engine → client   forward server events, note finished turns for the session record
-    heartbeat         renew the lease; lost means another connection took the session (4409)
-    saver             write the record after a turn or a preference change (never per frame)
 
-plus the per-connection cap (`session.timeout`, then 4008).
+The record is written after a turn or a preference change (never per frame), by a short task
+started only then; a timer enforces the per-connection cap (`session.timeout`, then 4008). The
+lease is renewed by the gateway's one heartbeat for all connections (gateway.py).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from voicegate.engines import EngineSession, Turn
 from voicegate.errors import ClientEventError, EngineError, UpstreamClosed
-from voicegate.gateway import DRAINING, HEARTBEAT_SECONDS, Admitted, Gateway
+from voicegate.gateway import DRAINING, Admitted, Gateway
 from voicegate.metrics import RELAY_BYTES, RELAY_MESSAGES, SESSIONS_ACTIVE, UPSTREAM_RECONNECTS
 from voicegate.protocol import (
     apply_preferences,
@@ -62,7 +62,8 @@ class VoiceConnection:
         self._notice: str | None = None
         self._ended = asyncio.Event()
         self._finished = asyncio.Event()
-        self._dirty = asyncio.Event()
+        self._dirty = False
+        self._saving: asyncio.Task[None] | None = None
         self._engine_ready = asyncio.Event()
         self._engine_ready.set()
         self._client_gone = False
@@ -98,33 +99,39 @@ class VoiceConnection:
             tasks = [
                 asyncio.create_task(self._guard(self._from_client())),
                 asyncio.create_task(self._guard(self._from_engine())),
-                asyncio.create_task(self._guard(self._heartbeat())),
-                asyncio.create_task(self._guard(self._saver())),
-                asyncio.create_task(self._guard(self._cap(settings.voice_max_session_seconds))),
             ]
+            cap = settings.voice_max_session_seconds
+            timer = asyncio.get_running_loop().call_later(cap, self._time_up, cap)
             try:
                 await self._ended.wait()
             finally:
+                timer.cancel()
                 await self._shut_down(tasks)
 
     async def _shut_down(self, tasks: list[asyncio.Task[None]]) -> None:
-        # 1. Stop the loops; nothing is relayed after this point.
+        # 1. Stop the loops (and a save in flight); nothing is relayed after this point.
+        if self._saving is not None:
+            tasks.append(self._saving)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self.gateway.detach(self.record.session_id, self)
         SESSIONS_ACTIVE.dec()
-        self._flush_counts()
-        # 2. Close the engine conversation.
-        await self.engine.close()
+        self.flush_counts()
         storage, record = self.gateway.storage, self.record
         try:
-            # 3. Save the record (which also restarts its TTL), unless a newer connection owns
-            #    it now, and give the lease back.
+            # 2. At once: save the record (which also restarts its TTL) and give the lease back,
+            #    unless a newer connection owns the session now (a client reconnecting right
+            #    away must find its slot free), and close the engine conversation.
+            steps = [self.engine.close()]
             if not self._taken_over:
-                await self._save()
-                await storage.release(record.user_id, record.session_id, self.lease.connection_id)
-            # 4. Tell the client how it ended; a client that stopped reading cannot hold us.
+                lease_id = self.lease.connection_id
+                steps += [
+                    self._save(),
+                    storage.release(record.user_id, record.session_id, lease_id),
+                ]
+            await asyncio.gather(*steps)
+            # 3. Tell the client how it ended; a client that stopped reading cannot hold us.
             if not self._client_gone and self._close is not None:
                 code, reason = self._close
                 with contextlib.suppress(RuntimeError, OSError, TimeoutError):
@@ -155,6 +162,14 @@ class VoiceConnection:
             self._end(1011, "Internal error")
 
     # -- called by the gateway --------------------------------------------------------------
+
+    @property
+    def user_id(self) -> str:
+        return self.record.user_id
+
+    @property
+    def session_id(self) -> str:
+        return self.record.session_id
 
     def taken_over(self) -> None:
         self._taken_over = True
@@ -234,7 +249,9 @@ class VoiceConnection:
         try:
             self.engine = await self.gateway.connect_engine(self.record)
         except EngineError as exc:
-            self._end(1011, f"Upstream closed and could not be reached again: {exc}")
+            log.error("Voice session %s lost its engine and could not reconnect: %s",
+                      self.record.session_id, exc, extra=self._log_extra)  # fmt: skip
+            self._end(1011, "Voice engine connection lost")
             return False
         finally:
             self._engine_ready.set()
@@ -242,22 +259,7 @@ class VoiceConnection:
         await self._send('{"type": "gateway.upstream_reconnected"}')
         return True
 
-    async def _heartbeat(self) -> None:
-        storage, record, lease = self.gateway.storage, self.record, self.lease
-        while True:
-            await asyncio.sleep(HEARTBEAT_SECONDS)
-            self._flush_counts()
-            if not await storage.renew(record.user_id, record.session_id, lease):
-                self.taken_over()
-                return
-
-    async def _saver(self) -> None:
-        while True:
-            await self._dirty.wait()
-            await self._save()
-
-    async def _cap(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
+    def _time_up(self, seconds: float) -> None:
         timeout = json.dumps({"type": "session.timeout", "max_seconds": seconds})
         self._end(4008, f"Session time limit reached ({seconds:g} s)", notice=timeout)
 
@@ -275,15 +277,25 @@ class VoiceConnection:
             del conversation[
                 : max(0, len(conversation) - self.gateway.settings.voice_conversation_max_turns)
             ]
-            self._dirty.set()
+            self._changed()
 
     def _remember(self, preferences: dict[str, Any]) -> None:
         self.record.preferences.update(preferences)
         self.config = apply_preferences(self.config, preferences)
-        self._dirty.set()
+        self._changed()
+
+    def _changed(self) -> None:
+        """The record changed: save it soon, in a task of its own (the relay does not wait)."""
+        self._dirty = True
+        if self._saving is None or self._saving.done():
+            self._saving = asyncio.create_task(self._guard(self._save_while_dirty()))
+
+    async def _save_while_dirty(self) -> None:
+        while self._dirty:
+            await self._save()
 
     async def _save(self) -> None:
-        self._dirty.clear()
+        self._dirty = False
         self.record.touch()
         await self.gateway.storage.save_session(
             self.record, self.gateway.settings.session_ttl_seconds
@@ -298,7 +310,7 @@ class VoiceConnection:
             self._client_gone = True
             self._ended.set()
 
-    def _flush_counts(self) -> None:
+    def flush_counts(self) -> None:
         counts = self._counts
         if counts[0]:
             RELAY_MESSAGES.labels("client_to_engine").inc(counts[0])

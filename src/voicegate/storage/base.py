@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -123,6 +124,12 @@ class StateBackend(SessionStore, RateLimiter):
     @abstractmethod
     async def renew(self, user_id: str, session_id: str, lease: Lease) -> bool:
         """Extend the lease; False when another connection has taken the session over."""
+
+    async def renew_many(self, leases: Sequence[tuple[str, str, Lease]]) -> list[bool]:
+        """`renew` for many (user id, session id, lease) at once, in order."""
+        return [
+            await self.renew(user_id, session_id, lease) for user_id, session_id, lease in leases
+        ]
 
     @abstractmethod
     async def release(self, user_id: str, session_id: str, connection_id: str) -> None:

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import secrets
 import time
+from collections.abc import Sequence
 from importlib.resources import files
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -21,7 +22,9 @@ from urllib.parse import parse_qs, urlsplit
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
+from redis.connection import HiredisRespSerializer
 from redis.exceptions import RedisClusterException, RedisError
+from redis.utils import HIREDIS_AVAILABLE
 
 from voicegate.config import RateLimit
 from voicegate.errors import ConfigError, StorageUnavailable
@@ -57,6 +60,17 @@ class Keys:
         return f"{self.prefix}session:{session_id}"
 
 
+class _HiredisPackedConnection(aioredis.Connection):
+    """redis-py's asyncio connection packs commands in Python (~11 µs for admission's 15
+    arguments); hiredis packs the same bytes in ~1.3 µs (bench/README.md)."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        packed: list[bytes] = self._packer.pack(*args)
+        return packed
+
+
 def client_from_url(url: str, *, timeout: float) -> AnyRedis:
     """A redis-py asyncio client for any `REDIS_URL` form of contract §1.
 
@@ -77,6 +91,8 @@ def client_from_url(url: str, *, timeout: float) -> AnyRedis:
         return RedisCluster.from_url(plain, **options)
     if scheme.endswith("+sentinel"):
         return _sentinel_master(parts, common)
+    if scheme == "redis" and HIREDIS_AVAILABLE:  # TLS and unix sockets keep their own class
+        common["connection_class"] = _HiredisPackedConnection
     return aioredis.from_url(url, **common)
 
 
@@ -201,6 +217,18 @@ class RedisBackend(StateBackend):
         k = Keys(user_id)
         args: list[ScriptArg] = [int(lease.seconds * 1000), session_id, lease.connection_id]
         return bool(await self._call(self._renew(keys=[k.leases, k.owners], args=args)))
+
+    async def renew_many(self, leases: Sequence[tuple[str, str, Lease]]) -> list[bool]:
+        """One pipeline for a whole heartbeat tick (scripts are loaded first if Redis lost them)."""
+        if isinstance(self.client, RedisCluster):  # keys of many slots: one call each
+            return await super().renew_many(leases)
+        async with self.client.pipeline(transaction=False) as pipe:
+            for user_id, session_id, lease in leases:
+                k = Keys(user_id)
+                args: list[ScriptArg] = [int(lease.seconds * 1000), session_id, lease.connection_id]
+                await self._renew(keys=[k.leases, k.owners], args=args, client=pipe)
+            results = await self._call(pipe.execute())
+        return [bool(result) for result in results]
 
     async def release(self, user_id: str, session_id: str, connection_id: str) -> None:
         k = Keys(user_id)

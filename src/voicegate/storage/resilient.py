@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -163,6 +163,9 @@ class ResilientBackend(StateBackend):
 
     async def renew(self, user_id: str, session_id: str, lease: Lease) -> bool:
         return await self._run(lambda b: b.renew(user_id, session_id, lease))
+
+    async def renew_many(self, leases: Sequence[tuple[str, str, Lease]]) -> list[bool]:
+        return await self._run(lambda b: b.renew_many(leases))
 
     async def release(self, user_id: str, session_id: str, connection_id: str) -> None:
         await self.memory.release(user_id, session_id, connection_id)
