@@ -238,7 +238,12 @@ class Gateway:
             if not live:
                 continue
             leases = [(c.user_id, c.session_id, c.lease) for c in live]
-            for connection, kept in zip(live, await self.storage.renew_many(leases), strict=True):
+            try:
+                renewed = await self.storage.renew_many(leases)
+            except Exception:  # never let one bad tick stop the heartbeat of every session
+                log.exception("Lease heartbeat failed; trying again at the next tick")
+                continue
+            for connection, kept in zip(live, renewed, strict=True):
                 if not kept:
                     connection.taken_over()
 
