@@ -42,7 +42,7 @@ def voicegate(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         ("VOICE_RATE_LIMIT", "5 per hour", "VOICE_RATE_LIMIT: expected N/second"),
         ("REDIS_URL", "http://:hunter2-password@example.com", "REDIS_URL: scheme must be one of"),
         ("JWT_SECRET", "short-secret", "JWT_SECRET: too short"),
-        ("REDIS_URL", "redis://:hunter2-password@h:99999", "REDIS_URL: port must be a number"),
+        ("REDIS_URL", "redis://default:hunter2pass#x@h:6379", "REDIS_URL: port must be a number"),
         ("REDIS_URL", "redis+sentinel://h1:x/mymaster", "REDIS_URL: port must be a number"),
         ("LOG_FORMAT", "xml", "LOG_FORMAT: Input should be 'text' or 'json'"),
         ("VOICE_ENGINE", "openai", "VOICE_ENGINE=openai requires OPENAI_API_KEY"),

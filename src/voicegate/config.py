@@ -164,7 +164,8 @@ class Settings(BaseSettings):
             if not (name if colon else host):
                 raise ValueError("no host in the URL")
             if colon and not (port.isdigit() and 0 < int(port) < 65536):
-                raise ValueError(f"port must be a number from 1 to 65535, not {port!r}")
+                # Not the value: a password with an unencoded `#` or `/` would land here.
+                raise ValueError("port must be a number from 1 to 65535")
         if len(hosts) > 1 and "+sentinel" not in parts.scheme:
             raise ValueError("several hosts are only allowed in redis+sentinel:// URLs")
         return value

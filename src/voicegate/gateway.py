@@ -246,6 +246,12 @@ class Gateway:
             for connection, kept in zip(live, renewed, strict=True):
                 if not kept:
                     connection.taken_over()
+                elif self.connections.get(connection.session_id) is not connection:
+                    # It ended while the tick was on its way, and the renewal brought back the
+                    # lease it had just released: give it back again (release checks the owner).
+                    await self.storage.release(
+                        connection.user_id, connection.session_id, connection.lease.connection_id
+                    )
 
     async def drain(self) -> None:
         """Restart: refuse new sessions, tell every client to reconnect, close them with 1001.
@@ -256,13 +262,15 @@ class Gateway:
         self.ready = False
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.settings.drain_seconds):
-                # Admissions in progress finish first; they see `draining` and drain at once.
-                await self._no_admissions.wait()
                 live = list(self.connections.values())
                 if live:
                     log.info("Draining %d voice sessions: clients resume with their session_id",
                              len(live))  # fmt: skip
                 await asyncio.gather(*(c.drain() for c in live), return_exceptions=True)
+                # Admissions still in progress attach, see `draining` and end themselves.
+                await self._no_admissions.wait()
+                late = list(self.connections.values())
+                await asyncio.gather(*(c.drain() for c in late), return_exceptions=True)
 
 
 class LiveConnection(Protocol):

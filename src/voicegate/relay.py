@@ -130,7 +130,7 @@ class VoiceConnection:
                     self._save(),
                     storage.release(record.user_id, record.session_id, lease_id),
                 ]
-            await asyncio.gather(*steps)
+            await asyncio.gather(*steps, return_exceptions=True)  # the close frame goes anyway
             # 3. Tell the client how it ended; a client that stopped reading cannot hold us.
             if not self._client_gone and self._close is not None:
                 code, reason = self._close

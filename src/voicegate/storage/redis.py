@@ -10,6 +10,7 @@ Keys (one user's keys share a Redis Cluster hash slot through the `{…}` tag):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import secrets
@@ -220,8 +221,8 @@ class RedisBackend(StateBackend):
 
     async def renew_many(self, leases: Sequence[tuple[str, str, Lease]]) -> list[bool]:
         """One pipeline for a whole heartbeat tick (scripts are loaded first if Redis lost them)."""
-        if isinstance(self.client, RedisCluster):  # keys of many slots: one call each
-            return await super().renew_many(leases)
+        if isinstance(self.client, RedisCluster):  # keys of many slots: concurrent calls
+            return list(await asyncio.gather(*(self.renew(*lease) for lease in leases)))
         async with self.client.pipeline(transaction=False) as pipe:
             for user_id, session_id, lease in leases:
                 k = Keys(user_id)

@@ -52,7 +52,7 @@ class _Journal:
         self.deleted |= other.deleted
         self.cancelled |= other.cancelled
         self.hit_users |= other.hit_users
-        self.leases = {**other.leases, **self.leases}
+        self.leases = {**self.leases, **other.leases}  # `other` is the newer journal
 
 
 class ResilientBackend(StateBackend):
@@ -334,7 +334,7 @@ class ResilientBackend(StateBackend):
                     hits = self.memory.hits_of(user_id)
                     await self._bounded(self.redis.merge(user_id, None, hits, ttl, window))
                     merged += len(hits)
-            except StorageUnavailable:
+            except BaseException:  # unavailable, or cancelled by close(): keep what is left
                 batch.absorb(self._journal)
                 self._journal = batch
                 raise
