@@ -97,7 +97,7 @@ async def test_frozen_redis_is_bounded_by_the_op_timeout(redis_server: RedisServ
         assert elapsed < 0.25 + 0.5, f"admission waited {elapsed:.3f} s on a frozen Redis"
         started = time.monotonic()  # the circuit is open: later calls do not wait at all
         await backend.get_session("u1", "x")
-        assert time.monotonic() - started < 0.05
+        assert time.monotonic() - started < 0.2  # no REDIS_OP_TIMEOUT_MS (0.25 s) spent waiting
     finally:
         os.kill(pid, signal.SIGCONT)
         await backend.close()
