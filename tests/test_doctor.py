@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import io
 import re
-import socket
-import subprocess
-import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 
-from tests.redis_server import RedisServer, free_port, redis_server_binary, redis_server_version
+from tests.redis_server import RedisServer, free_port
 from voicegate import doctor
 from voicegate._redact import mask_url
 
@@ -172,60 +167,6 @@ def test_memory_above_the_threshold_warns_without_failing(redis_server: RedisSer
 
 
 # -- sentinel and cluster: the extra server processes these need -----------------------------
-
-
-def _spawn(args: list[str], port: int) -> subprocess.Popen[bytes]:
-    process = subprocess.Popen([redis_server_binary(), *args], stdout=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process
-        except OSError:
-            time.sleep(0.02)
-    process.kill()
-    process.wait(timeout=10)
-    raise RuntimeError(f"redis-server on port {port} did not start within 10 s")
-
-
-@pytest.fixture
-def sentinel_port(redis_server: RedisServer, tmp_path: Path) -> Iterator[int]:
-    """A sentinel on a free port watching `redis_server` as master `mymaster`."""
-    port = free_port()
-    config = tmp_path / "sentinel.conf"  # sentinel rewrites its config: it must be writable
-    config.write_text(
-        f"port {port}\nbind 127.0.0.1\ndir {tmp_path}\n"
-        f"sentinel monitor mymaster 127.0.0.1 {redis_server.port} 1\n"
-    )
-    process = _spawn([str(config), "--sentinel"], port)
-    try:
-        yield port
-    finally:
-        process.kill()
-        process.wait(timeout=10)
-
-
-@pytest.fixture
-def cluster_port(tmp_path: Path) -> Iterator[int]:
-    """A one-node cluster serving every slot."""
-    if redis_server_version() < (7, 0):  # --cluster-port and ADDSLOTSRANGE came with 7.0
-        pytest.skip("the cluster fixture needs redis-server 7.0 or newer")
-    port = free_port()
-    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
-    # The bus port defaults to port + 10000, which a high free port would push past 65535.
-    args += ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
-    process = _spawn(args, port)
-    try:
-        with redis.Redis(port=port, decode_responses=True) as client:
-            client.execute_command("CLUSTER ADDSLOTSRANGE", 0, 16383)
-            deadline = time.monotonic() + 10
-            while client.execute_command("CLUSTER INFO")["cluster_state"] != "ok":
-                assert time.monotonic() < deadline, "the cluster did not become ok within 10 s"
-                time.sleep(0.05)
-        yield port
-    finally:
-        process.kill()
-        process.wait(timeout=10)
 
 
 @pytest.mark.slow
