@@ -410,7 +410,8 @@ async def test_the_page_resumes_its_session_after_a_server_restart(
 
     await page.wait_for("document.querySelector('#resumed').textContent === 'yes'", timeout=30)
     assert await page.text("#session-id") == session_id
-    assert await page.text("#status") == "Session resumed. Listening…"
+    # The fake microphone may already be heard again ("Hearing you…"): either is a live session.
+    assert await page.text("#status") in ("Session resumed. Listening…", "Hearing you…")
     log = await page.text("#log")
     assert "gateway.draining" in log
     assert "closed 1001" in log
