@@ -65,7 +65,7 @@ async def test_a_session_and_a_redis_outage_show_in_the_metrics(
     assert m['voicegate_sessions_rejected_total{reason="rate_limit"}'] == 0  # exists from start
     assert m["voicegate_redis_used_memory_bytes"] > 0
     assert m["voicegate_redis_maxmemory_bytes"] == 0  # the test server sets no limit
-    assert 0 <= m["voicegate_redis_latency_ms"] < 100
+    assert m["voicegate_redis_latency_ms"] >= 0  # a sampled figure, not NaN
     assert m["voicegate_redis_ops_per_second"] >= 0
 
     token = make_token("metered")

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from voicegate.config import Settings
-from voicegate.errors import StorageUnavailable
 from voicegate.storage import MemoryBackend, ResilientBackend
 
 __all__ = ["THRESHOLDS", "Alert", "alerts_for", "health_report"]
@@ -64,13 +63,10 @@ async def redis_report(
         "used_memory_human": None,
         "latency_ms": None,
     }
-    if not isinstance(storage, ResilientBackend) or not storage.available:
+    figures = await storage.figures() if isinstance(storage, ResilientBackend) else None
+    if figures is None:
         return report, []
-    try:
-        latency = round(await storage.ping(), 2)
-        info = await storage.info()
-    except StorageUnavailable:
-        return report, []
+    latency, info = round(figures[0], 2), figures[1]
     report.update(
         redis_available=True,
         using_fallback=False,

@@ -7,7 +7,6 @@ import logging
 import math
 
 from voicegate import metrics
-from voicegate.errors import StorageUnavailable
 from voicegate.storage import MemoryBackend, ResilientBackend
 
 __all__ = ["RedisSampler"]
@@ -46,15 +45,11 @@ class RedisSampler:
     @staticmethod
     async def sample(storage: ResilientBackend) -> None:
         """Read Redis's figures once into the gauges (NaN while Redis is unreachable)."""
-        if not storage.available:
+        figures = await storage.figures()
+        if figures is None:
             _clear_sampled()
             return
-        try:
-            latency = await storage.ping()
-            info = await storage.info()
-        except StorageUnavailable:
-            _clear_sampled()  # the storage layer has logged it and fallen back
-            return
+        latency, info = figures
         metrics.REDIS_LATENCY.set(latency)
         metrics.REDIS_OPS_PER_SECOND.set(float(info.get("instantaneous_ops_per_sec") or 0))
         metrics.REDIS_CONNECTED_CLIENTS.set(float(info.get("connected_clients") or 0))

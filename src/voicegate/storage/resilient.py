@@ -194,6 +194,16 @@ class ResilientBackend(StateBackend):
             self._fall_back(exc)
             raise
 
+    async def figures(self) -> tuple[float, dict[str, Any]] | None:
+        """A timed PING (ms) and `INFO`, as health and the metrics sampler report them; None
+        while memory serves (then nothing is asked of Redis)."""
+        if not self._available:
+            return None
+        try:
+            return await self.ping(), await self.info()
+        except StorageUnavailable:  # logged, and the circuit is open
+            return None
+
     async def close(self) -> None:
         """Stop reconnecting, hand Redis what memory still holds if it answers, close the pool."""
         self._closed = True
