@@ -138,7 +138,7 @@ async def open_session(url: str, semaphore: asyncio.Semaphore) -> ClientConnecti
 def session_urls(url: str, sessions: int, gateway: bool) -> list[str]:
     if not gateway:
         return [url] * sessions
-    from voicegate.auth import mint_token
+    from voicegate.auth.tokens import mint_token
 
     secret = os.environ["BENCH_JWT_SECRET"]
     return [f"{url}?token={mint_token(secret, f'bench-{i}', 'elite')}" for i in range(sessions)]

@@ -25,7 +25,7 @@ from bench._procs import (
 )
 from bench._stats import Row, verdict
 from bench.load_client import COMPRESSION
-from voicegate.auth import mint_token
+from voicegate.auth.tokens import mint_token
 
 TARGET_KB = 50  # "a few tens of KB"
 

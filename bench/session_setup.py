@@ -19,7 +19,7 @@ from websockets.asyncio.client import connect
 from bench._procs import JWT_SECRET, gateway_env, running_gateway, running_redis
 from bench._stats import Row, fmt_ms, summary, verdict
 from bench.load_client import COMPRESSION
-from voicegate.auth import mint_token
+from voicegate.auth.tokens import mint_token
 
 
 async def _open_once(url: str) -> float:

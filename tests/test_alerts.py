@@ -21,8 +21,8 @@ from prometheus_client.metrics import MetricWrapperBase
 from tests.redis_server import RedisServer
 from tests.servers import Gateway
 from tests.test_metrics import eventually
-from voicegate import metrics
-from voicegate.health import THRESHOLDS
+from voicegate.ops import metrics
+from voicegate.ops.health import THRESHOLDS
 
 GatewayFactory = Callable[..., Gateway]
 RULES = Path(__file__).parent.parent / "deploy" / "prometheus-rules.yml"
@@ -132,7 +132,7 @@ def test_rules_use_existing_metrics_and_the_health_thresholds() -> None:
         selectors = _SELECTOR.findall(rule["expr"])
         assert selectors, f"{rule['alert']} uses no voicegate metric"
         for name, matchers in selectors:
-            assert name in known, f"{rule['alert']}: no metric {name} in voicegate.metrics"
+            assert name in known, f"{rule['alert']}: no metric {name} in voicegate.ops.metrics"
             for label in _LABEL.findall(matchers):
                 assert label in known[name]._labelnames, f"{rule['alert']}: {name} has no {label}"
     for alert, key in THRESHOLD_OF.items():

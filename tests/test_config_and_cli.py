@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.clients import open_voice, refused
 from tests.servers import TEST_JWT_SECRET, Gateway
-from voicegate.auth import TokenVerifier
+from voicegate.auth.tokens import TokenVerifier
 from voicegate.config import RateLimit, Settings, load_settings
 from voicegate.errors import AuthError, ConfigError
 

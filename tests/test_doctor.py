@@ -9,8 +9,8 @@ import pytest
 import redis
 
 from tests.redis_server import RedisServer, free_port
-from voicegate import doctor
 from voicegate._redact import mask_url
+from voicegate.cli import doctor
 
 PASSWORD = "s3cret-redis-pass-XYZ"  # the redis_server_with_password fixture's
 

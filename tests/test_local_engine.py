@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 
-from voicegate.engines import EngineConfig, LocalEngine, LocalSession, Turn
+from voicegate.conversation import Turn
+from voicegate.engines import EngineConfig, LocalEngine, LocalSession
 from voicegate.errors import UpstreamClosed
 
 MANUAL = EngineConfig(instructions="Be brief.", turn_detection=None)

@@ -18,7 +18,7 @@ from tests.redis_server import RedisServer
 from tests.sentry_standin import SentryStandin, event_message
 from tests.servers import TEST_JWT_SECRET, Gateway
 from tests.standin_openai import StandinOpenAI
-from voicegate.logs import MaskingFormatter
+from voicegate.ops.logs import MaskingFormatter
 
 GatewayFactory = Callable[..., Gateway]
 API_KEY = "sk-test-secret-api-key-0123456789abcdef"
@@ -57,7 +57,7 @@ def test_third_party_loggers_are_masked_too(tmp_path: Path) -> None:
     code = (
         "import logging\n"
         "from voicegate.config import load_settings\n"
-        "from voicegate.logs import configure_logging\n"
+        "from voicegate.ops.logs import configure_logging\n"
         "configure_logging(load_settings())\n"
         "logging.getLogger('redis.connection').warning('lost redis://:hunter2-pw@db:6379/0')\n"
         "logging.getLogger('websockets.client').info('not shown: below WARNING')\n"

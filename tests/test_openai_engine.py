@@ -14,10 +14,10 @@ from tests.redis_server import free_port
 from tests.standin_openai import StandinOpenAI
 from voicegate._retry import Backoff
 from voicegate.config import Settings
+from voicegate.conversation import Turn
 from voicegate.engines import (
     EngineConfig,
     OpenAIEngine,
-    Turn,
     engine_from_settings,
 )
 from voicegate.errors import UpstreamClosed, UpstreamRejected, UpstreamUnavailable

@@ -11,7 +11,7 @@ import pytest
 
 from voicegate.engines import EngineConfig
 from voicegate.errors import ClientEventError
-from voicegate.protocol import (
+from voicegate.voice.protocol import (
     Translated,
     apply_preferences,
     error_event,

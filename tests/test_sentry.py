@@ -14,7 +14,7 @@ from tests.redis_server import RedisServer
 from tests.sentry_standin import SentryStandin, event_message, parse_envelope
 from tests.servers import TEST_JWT_SECRET, Gateway
 from tests.standin_openai import StandinOpenAI
-from voicegate.sentry import FILTERED, SentryScrubber
+from voicegate.ops.sentry import FILTERED, SentryScrubber
 
 GatewayFactory = Callable[..., Gateway]
 

@@ -10,6 +10,7 @@ import pytest
 
 from tests.redis_server import RedisServer
 from voicegate.config import RateLimit, Settings
+from voicegate.conversation import Turn
 from voicegate.storage import (
     Lease,
     MemoryBackend,
@@ -17,7 +18,6 @@ from voicegate.storage import (
     ResilientBackend,
     SessionRecord,
     StateBackend,
-    Turn,
     client_from_url,
 )
 

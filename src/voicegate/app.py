@@ -9,14 +9,14 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from voicegate.auth import TokenVerifier
+from voicegate.auth.tokens import TokenVerifier
 from voicegate.config import Settings, load_settings
 from voicegate.engines import engine_from_settings
-from voicegate.gateway import Gateway
-from voicegate.monitoring import RedisSampler
+from voicegate.ops.monitoring import RedisSampler
+from voicegate.ops.sentry import flush_sentry, init_sentry
 from voicegate.routes import dev_router, router
-from voicegate.sentry import flush_sentry, init_sentry
 from voicegate.storage import ResilientBackend, backend_from_settings
+from voicegate.voice.service import Gateway
 
 log = logging.getLogger("voicegate")
 

@@ -12,10 +12,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
 from voicegate.errors import AdmissionError
-from voicegate.gateway import Gateway
-from voicegate.health import health_report
-from voicegate.protocol import fit_close_reason
-from voicegate.relay import VoiceConnection
+from voicegate.ops.health import health_report
+from voicegate.voice.connection import VoiceConnection
+from voicegate.voice.protocol import fit_close_reason
+from voicegate.voice.service import Gateway
 
 router = APIRouter()
 dev_router = APIRouter()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from voicegate.engines.base import Engine, EngineConfig, EngineSession, Turn
+from voicegate.engines.base import Engine, EngineConfig, EngineSession
 from voicegate.engines.local import LocalEngine, LocalSession
 from voicegate.engines.openai import OpenAIEngine, OpenAISession
 
@@ -19,7 +19,6 @@ __all__ = [
     "LocalSession",
     "OpenAIEngine",
     "OpenAISession",
-    "Turn",
     "engine_from_settings",
 ]
 

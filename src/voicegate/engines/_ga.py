@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from voicegate.engines.base import EngineConfig, Turn
+from voicegate.conversation import Turn
+from voicegate.engines.base import EngineConfig
 
 # PCM16, 24 kHz, mono, little-endian: the only PCM rate the Realtime API takes, and what the
 # original front-end records and plays.

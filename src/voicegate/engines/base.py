@@ -9,15 +9,9 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-
-@dataclass(frozen=True, slots=True)
-class Turn:
-    """One finished utterance of the conversation, kept as text for replay after a resume."""
-
-    role: Literal["user", "assistant"]
-    text: str
+from voicegate.conversation import Turn
 
 
 @dataclass(slots=True)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
+from voicegate.conversation import Turn
 from voicegate.engines._ga import (
     BYTES_PER_SECOND,
     assistant_item,
@@ -26,7 +27,7 @@ from voicegate.engines._ga import (
     session_config,
 )
 from voicegate.engines._vad import EnergyVad
-from voicegate.engines.base import Engine, EngineConfig, EngineSession, Turn
+from voicegate.engines.base import Engine, EngineConfig, EngineSession
 from voicegate.errors import UpstreamClosed
 
 __all__ = ["LocalEngine", "LocalSession"]

@@ -28,8 +28,9 @@ from websockets.exceptions import (
 
 from voicegate._redact import mask_text
 from voicegate._retry import Backoff, retry
+from voicegate.conversation import Turn
 from voicegate.engines._ga import history_events, session_update_event
-from voicegate.engines.base import Engine, EngineConfig, EngineSession, Turn
+from voicegate.engines.base import Engine, EngineConfig, EngineSession
 from voicegate.errors import UpstreamClosed, UpstreamRejected, UpstreamUnavailable
 
 if TYPE_CHECKING:

@@ -10,7 +10,6 @@ from voicegate.storage.base import (
     SessionRecord,
     SessionStore,
     StateBackend,
-    Turn,
 )
 from voicegate.storage.memory import MemoryBackend
 from voicegate.storage.redis import RedisBackend, client_from_url
@@ -26,7 +25,6 @@ __all__ = [
     "SessionRecord",
     "SessionStore",
     "StateBackend",
-    "Turn",
     "backend_from_settings",
 ]
 

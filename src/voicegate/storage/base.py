@@ -15,7 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from voicegate.config import RateLimit
-from voicegate.engines.base import Turn
+from voicegate.conversation import Turn
 
 __all__ = [
     "Decision",

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 from voicegate._retry import backoff_delay
 from voicegate.config import RateLimit, Settings
 from voicegate.errors import StorageUnavailable
-from voicegate.metrics import REDIS_COMMAND_SECONDS, REDIS_WRITEBACK
+from voicegate.ops.metrics import REDIS_COMMAND_SECONDS, REDIS_WRITEBACK
 from voicegate.storage.base import Decision, Lease, SessionRecord, StateBackend
 from voicegate.storage.memory import MemoryBackend
 from voicegate.storage.redis import RedisBackend

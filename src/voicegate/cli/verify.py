@@ -37,7 +37,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from voicegate._redact import mask_text, mask_url
-from voicegate.auth import mint_token
+from voicegate.auth.tokens import mint_token
 
 __all__ = ["base_url", "run"]
 

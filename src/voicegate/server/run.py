@@ -8,8 +8,8 @@ import uvicorn
 
 from voicegate.app import create_app
 from voicegate.config import Settings
-from voicegate.gateway import Gateway
-from voicegate.logs import configure_logging
+from voicegate.ops.logs import configure_logging
+from voicegate.voice.service import Gateway
 
 
 class DrainingServer(uvicorn.Server):

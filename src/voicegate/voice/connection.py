@@ -21,11 +21,11 @@ from typing import Any
 import sentry_sdk
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from voicegate.engines import EngineSession, Turn
+from voicegate.conversation import Turn
+from voicegate.engines import EngineSession
 from voicegate.errors import ClientEventError, EngineError, UpstreamClosed
-from voicegate.gateway import DRAINING, Admitted, Gateway
-from voicegate.metrics import RELAY_BYTES, RELAY_MESSAGES, SESSIONS_ACTIVE, UPSTREAM_RECONNECTS
-from voicegate.protocol import (
+from voicegate.ops.metrics import RELAY_BYTES, RELAY_MESSAGES, SESSIONS_ACTIVE, UPSTREAM_RECONNECTS
+from voicegate.voice.protocol import (
     apply_preferences,
     error_event,
     event_type,
@@ -33,6 +33,7 @@ from voicegate.protocol import (
     rename_for_beta,
     translate_client_event,
 )
+from voicegate.voice.service import DRAINING, Admitted, Gateway
 
 log = logging.getLogger("voicegate.session")
 

@@ -67,14 +67,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def _serve(args: argparse.Namespace) -> int:
     settings = load_settings()
-    from voicegate.server import serve
+    from voicegate.server.run import serve
 
     serve(settings, args.host, args.port)
     return 0
 
 
 def _token(args: argparse.Namespace) -> int:
-    from voicegate.auth import mint_token
+    from voicegate.auth.tokens import mint_token
 
     settings = load_settings()
     if settings.jwt_secret is None:
@@ -89,20 +89,20 @@ def _token(args: argparse.Namespace) -> int:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    from voicegate import doctor
+    from voicegate.cli import doctor
 
     url = args.redis_url or load_settings().redis_url.get_secret_value()
     return doctor.run(url, out=sys.stdout)
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from voicegate import verify
+    from voicegate.cli import verify
 
     return asyncio.run(verify.run(args, out=sys.stdout))
 
 
 def _base_url(text: str) -> str:
-    from voicegate.verify import base_url  # imported only when `verify` is the command
+    from voicegate.cli.verify import base_url  # imported only when `verify` is the command
 
     return base_url(text)
 

@@ -14,15 +14,15 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from voicegate._client_checks import (
+from voicegate.engines._ga import dumps, instructions_for, session_update_event, transcription_for
+from voicegate.engines.base import EngineConfig
+from voicegate.errors import ClientEventError
+from voicegate.voice._checks import (
     check_item,
     check_response_options,
     check_session_update,
     require,
 )
-from voicegate.engines._ga import dumps, instructions_for, session_update_event, transcription_for
-from voicegate.engines.base import EngineConfig
-from voicegate.errors import ClientEventError
 
 __all__ = [
     "Translated",

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import math
 
-from voicegate import metrics
+from voicegate.ops import metrics
 from voicegate.storage import MemoryBackend, ResilientBackend
 
 __all__ = ["RedisSampler"]

@@ -16,21 +16,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from voicegate.auth import Identity, TokenVerifier
+from voicegate.auth.tokens import Identity, TokenVerifier
 from voicegate.config import Settings
 from voicegate.engines import Engine, EngineConfig, EngineSession
 from voicegate.errors import AdmissionError, AuthError, UpstreamRejected, UpstreamUnavailable
-from voicegate.metrics import (
+from voicegate.ops.metrics import (
     SESSIONS_ADMITTED,
     SESSIONS_REJECTED,
     SESSIONS_RESUMED,
     UPSTREAM_CONNECTS,
     UPSTREAM_FAILURES,
 )
-from voicegate.protocol import apply_preferences
 from voicegate.storage import Decision, Lease, MemoryBackend, ResilientBackend, SessionRecord
+from voicegate.voice.protocol import apply_preferences
 
-log = logging.getLogger("voicegate.gateway")
+log = logging.getLogger("voicegate.admission")
 T = TypeVar("T")
 
 SESSION_NOT_FOUND = "Session not found or expired"

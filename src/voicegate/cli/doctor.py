@@ -22,10 +22,10 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from voicegate._doctor_guide import GUIDE as _GUIDE  # failure -> (likely cause, fix)
 from voicegate._redact import mask_text, mask_url
+from voicegate.cli._doctor_guide import GUIDE as _GUIDE  # failure -> (likely cause, fix)
 from voicegate.config import REDIS_SCHEMES
-from voicegate.health import THRESHOLDS
+from voicegate.ops.health import THRESHOLDS
 
 __all__ = ["run"]
 

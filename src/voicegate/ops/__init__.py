@@ -1,0 +1,1 @@
+"""Operations: health, metrics, monitoring, error tracking and logs."""

@@ -1,0 +1,1 @@
+"""The voice layer: admission, live connections and the client protocol."""
