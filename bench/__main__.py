@@ -3,6 +3,7 @@
     python -m bench            # the full run (about 7-8 minutes)
     python -m bench --quick    # fewer samples and session counts (about 1 minute)
     python -m bench --only relay --sessions 10,50
+    python -m bench --only relay --sessions 50,100 --workers 2
 
 Every figure is a ratio against a baseline measured in the same run (docs: benchmarks.md).
 """
@@ -42,7 +43,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--floors", action="store_true",
         help="also run the stripped-down relays that show what the stack costs by itself",
     )  # fmt: skip
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--workers", type=int, metavar="N",
+        help="also run the gateway as `voicegate serve --workers N` (CPU of all its processes)",
+    )  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.workers is not None and args.workers < 1:
+        parser.error("--workers: at least 1")
+    return args
 
 
 def plan_for(args: argparse.Namespace) -> dict[str, Any]:
@@ -62,6 +70,7 @@ def plan_for(args: argparse.Namespace) -> dict[str, Any]:
             warmup=1.5,
             window=args.window or (4.0 if quick else 5.0),
             floors=args.floors,
+            workers=args.workers,
         ),
     }
 
@@ -78,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "cpus": _cpus(), "load": _load()},
         "plan": {k: (vars(v) if isinstance(v, relay.RelayPlan) else v) for k, v in plan.items()},
     }
-    details = ""
+    details = relative = ""
     if "redis" in chosen:
         log("redis: admission and rate-limit decision vs their baselines")
         with running_redis() as server:
@@ -99,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         raw["relay"] = {"runs": result["runs"], **summary}
         rows += relay.rows(summary)
         details = relay.detail_table(summary)
+        relative = relay.relative_table(summary)
     if "memory" in chosen:
         log("memory: RSS per idle session")
         mem = memory.run(plan["memory_sessions"])
@@ -112,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
     if details:
         print("\nrelay runs (latency: the least disturbed run of each; CPU: all runs)")
         print(details)
+        print("\nrelay CPU per round trip relative to the naive relay's (all runs)")
+        print(relative)
     path = save(raw)
     print(f"\n{raw['elapsed_s']:.0f} s; raw results in {path.relative_to(Path.cwd())}")
     return 0

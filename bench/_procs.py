@@ -18,21 +18,23 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tests.redis_server import RedisServer, free_port
-from tests.servers import Gateway
+from tests.servers import ServerProcess
 
 __all__ = [
     "API_KEY",
     "JWT_SECRET",
     "Child",
-    "Gateway",
     "RedisServer",
+    "ServerProcess",
     "cpu_seconds",
     "free_port",
     "gateway_env",
+    "process_tree",
     "rss_bytes",
     "running_gateway",
     "running_redis",
     "runqueue_wait_seconds",
+    "tree_cpu_seconds",
 ]
 
 REPO = Path(__file__).resolve().parent.parent
@@ -46,6 +48,32 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat.rpartition(")")[2].split()  # the command name may hold spaces
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS  # utime, stime (fields 14, 15)
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (children, their children, ...), from `/proc/*/stat`."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rpartition(")")[2].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue  # gone meanwhile
+            children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo += children.get(current, [])
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of every process of `pid`'s tree, by pid."""
+    out = {}
+    for member in process_tree(pid):
+        with contextlib.suppress(OSError):
+            out[member] = cpu_seconds(member)
+    return out
 
 
 def runqueue_wait_seconds(pid: int) -> float:
@@ -95,27 +123,55 @@ def running_redis() -> Iterator[RedisServer]:
 
 
 @contextlib.contextmanager
-def running_gateway(env: dict[str, str]) -> Iterator[Gateway]:
-    """A `python -m voicegate serve` process (tests/servers.py), stopped on exit."""
-    gateway = Gateway(env)
+def running_gateway(env: dict[str, str], workers: int | None = None) -> Iterator[ServerProcess]:
+    """A `python -m voicegate serve` process (tests/servers.py), stopped on exit; with
+    `workers`, `serve --workers N` (the parent and its N worker processes)."""
+    args = ("--workers", str(workers)) if workers is not None else ()
+    gateway = ServerProcess(env, args=args)
+    members: dict[int, str] = {}
     try:
-        yield gateway.start()
+        gateway.start(timeout=20 if workers is None else 60)
+        yield gateway
     finally:
+        if gateway.process is not None:  # remember who they are before stopping the parent
+            members = {pid: _started(pid) for pid in process_tree(gateway.process.pid)}
         gateway.close()
+        _kill_leftovers(members)
+
+
+def _started(pid: int) -> str:
+    """A process's start time (`/proc/<pid>/stat` field 22): with the pid, who it is."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _kill_leftovers(members: dict[int, str]) -> None:
+    """SIGKILL whatever of a stopped server's processes is still there (a worker its parent
+    did not take down), checking by start time that the pid still names the same process."""
+    for pid, started in members.items():
+        if started and _started(pid) == started:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
 
 
 class Child:
-    """A `python -m bench.<module>` process talking to us by lines on its stdout.
+    """A `python -m bench.<module>` process talking to us by lines on its stdout (or, with
+    `command`, that command, `module` naming it in messages).
 
     Its stderr goes to a temporary file, shown when it fails.
     """
 
-    def __init__(self, module: str, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, module: str, *args: str, env: dict[str, str] | None = None,
+        command: list[str] | None = None,
+    ) -> None:  # fmt: skip
         self.module = module
         self._log = Path(tempfile.mkstemp(prefix=f"{module}-", suffix=".log")[1])
         with self._log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", module, *args],
+                command or [sys.executable, "-m", module, *args],
                 stdout=subprocess.PIPE, stderr=log, cwd=REPO, text=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
             )  # fmt: skip

@@ -24,19 +24,30 @@ from functools import partial
 from typing import Any
 
 from bench._stats import Row, fmt_us, summary, verdict
-from voicegate.config import RateLimit, Settings
-from voicegate.storage import Lease, RedisBackend, ResilientBackend, SessionRecord
-from voicegate.storage.redis import Keys, client_from_url
+from voicegate._retry import Backoff
+from voicegate.storage import (
+    Lease,
+    RateWindow,
+    RedisBackend,
+    RedisTarget,
+    ResilientBackend,
+    SessionRecord,
+    client_for,
+)
+from voicegate.storage.keys import Keys
 
-LIMIT = RateLimit(1_000_000, "hour")
+LIMIT = RateWindow(1_000_000, 3600)
 USERS = 1000
 
 
 async def measure(redis_url: str, rounds: int, block: int) -> dict[str, dict[str, float]]:
     """Latency summaries (seconds) of each kind of call."""
-    backend = RedisBackend(client_from_url(redis_url, timeout=2.0))
-    settings = Settings(redis_url=redis_url, _env_file=None)  # type: ignore[call-arg]
-    resilient = ResilientBackend(RedisBackend(client_from_url(redis_url, timeout=2.0)), settings)
+    target = RedisTarget.parse(redis_url)
+    backend = RedisBackend(client_for(target, timeout=2.0))
+    resilient = ResilientBackend(
+        RedisBackend(client_for(target, timeout=2.0)),
+        op_timeout=0.25, backoff=Backoff(), masked_url=target.masked,
+    )  # fmt: skip  # the defaults of REDIS_OP_TIMEOUT_MS and RETRY_*
     await resilient.start()
     client = backend.client
     counter = iter(range(10**9))
@@ -55,10 +66,10 @@ async def measure(redis_url: str, rounds: int, block: int) -> dict[str, dict[str
         key = Keys(user).admissions + ":five"
         now_ms = int(time.time() * 1000)
         await client.ping()
-        await client.zremrangebyscore(key, "-inf", now_ms - LIMIT.window_seconds * 1000)
+        await client.zremrangebyscore(key, "-inf", now_ms - LIMIT.seconds * 1000)
         await client.zcard(key)
         await client.zadd(key, {secrets.token_hex(8): now_ms})
-        await client.expire(key, LIMIT.window_seconds)
+        await client.expire(key, LIMIT.seconds)
 
     def next_user() -> str:
         return f"bench-{next(counter) % USERS}"

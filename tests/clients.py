@@ -6,26 +6,29 @@ import asyncio
 import base64
 import json
 import time
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 import jwt
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from tests.servers import TEST_JWT_SECRET, Gateway
+from tests.servers import TEST_JWT_SECRET
 
 
 def make_token(
     user: str = "user-1",
-    plan: str = "elite",
+    plan: str | None = "elite",
     *,
     secret: str = TEST_JWT_SECRET,
     ttl: int = 600,
     **claims: Any,
 ) -> str:
+    """An HS256 client token; `plan=None` leaves the plan claim out."""
     now = int(time.time())
-    payload = {"sub": user, "plan": plan, "iat": now, "exp": now + ttl, **claims}
+    payload: dict[str, Any] = {"sub": user, "iat": now, "exp": now + ttl, **claims}
+    if plan is not None:
+        payload["plan"] = plan
     return jwt.encode(payload, secret, algorithm="HS256")
 
 
@@ -88,8 +91,15 @@ class VoiceClient:
         await self.ws.close()
 
 
+class Server(Protocol):
+    """A running voicegate: `ServerProcess` or `InProcessServer`."""
+
+    @property
+    def ws(self) -> str: ...
+
+
 async def open_voice(
-    gateway: Gateway | str,
+    gateway: Server | str,
     token: str | None = None,
     *,
     session_id: str | None = None,
@@ -104,7 +114,7 @@ async def open_voice(
         query["session_id"] = session_id
     if events is not None:
         query["events"] = events
-    base = gateway.ws if isinstance(gateway, Gateway) else gateway
+    base = gateway if isinstance(gateway, str) else gateway.ws
     ws = await connect(f"{base}?{urlencode(query)}", open_timeout=10, max_size=2**24)
     client = VoiceClient(ws, None)
     if expect_session:
@@ -113,7 +123,7 @@ async def open_voice(
     return client
 
 
-async def refused(gateway: Gateway, token: str | None = None, **kwargs: Any) -> tuple[int, str]:
+async def refused(gateway: Server, token: str | None = None, **kwargs: Any) -> tuple[int, str]:
     """Open a connection that admission refuses; its close code and reason."""
     client = await open_voice(gateway, token, expect_session=False, **kwargs)
     return await client.closed()

@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import contextlib
+import os
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from tests.browser import CHROMIUM, Browser, write_voice_wav
+from tests.page_server import PageServer
 from tests.redis_server import (
     RedisServer,
     TLSFiles,
@@ -16,7 +20,46 @@ from tests.redis_server import (
     redis_server_binary,
     redis_server_version,
 )
-from tests.servers import Gateway
+from tests.servers import InProcessServer, ServerProcess
+
+# Settings come from the environment too: nothing of this machine's may leak into a test.
+_OURS = ("REDIS_", "VOICE_", "JWT_", "OPENAI_", "SENTRY_", "APP_", "PLAN_", "HTTP_", "LOG_")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith(_OURS) or name in ("ENABLE_VOICE_REALTIME", "WEAVIATE_URL"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Callable[..., Awaitable[InProcessServer]]]:
+    """Start in-process servers (`await serve(redis_url=..., ...)`); stopped at the end."""
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def start(**settings: object) -> InProcessServer:
+            return await stack.enter_async_context(InProcessServer(**settings))
+
+        yield start
+
+
+@pytest.fixture
+async def browser(tmp_path: Path) -> AsyncIterator[Browser]:
+    """Headless Chromium whose fake microphone speaks once (`write_voice_wav`), then is silent."""
+    if CHROMIUM is None:
+        pytest.skip("no Chromium (/usr/bin/chromium or `chromium` on PATH)")
+    microphone = write_voice_wav(tmp_path / "microphone.wav")
+    browser = await Browser.launch(CHROMIUM, tmp_path / "profile", microphone)
+    yield browser
+    await browser.close()
+
+
+@pytest.fixture
+async def pages() -> AsyncIterator[PageServer]:
+    """The test pages of `tests/pages/`, served from an origin of their own."""
+    async with PageServer() as server:
+        yield server
 
 
 @pytest.fixture
@@ -53,12 +96,12 @@ def redis_tls_server(tls_files: TLSFiles) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def gateway_factory() -> Iterator[Callable[..., Gateway]]:
+def server_factory() -> Iterator[Callable[..., ServerProcess]]:
     """Start `voicegate serve` processes; all are stopped at the end of the test."""
-    started: list[Gateway] = []
+    started: list[ServerProcess] = []
 
-    def start(env: dict[str, str] | None = None, *, port: int | None = None) -> Gateway:
-        gateway = Gateway(env or {}, port).start()
+    def start(env: dict[str, str] | None = None, *, port: int | None = None) -> ServerProcess:
+        gateway = ServerProcess(env or {}, port).start()
         started.append(gateway)
         return gateway
 

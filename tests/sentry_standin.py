@@ -1,7 +1,7 @@
 """A real HTTP server standing in for Sentry: it receives what the SDK sends, for assertions.
 
     with SentryStandin() as sentry:
-        gateway = Gateway({"SENTRY_DSN": sentry.dsn}).start()
+        gateway = ServerProcess({"SENTRY_DSN": sentry.dsn}).start()
         ...
         event = await sentry.wait_for_async(lambda e: e.get("level") == "error")
 
@@ -10,7 +10,9 @@ is accepted too): one JSON header line, then items, each a JSON header line (wit
 up to the next newline) and its payload. Every body is kept decompressed (`raw_text()`) so a test
 can scan everything that left the process, and every item is parsed. `response_delay` holds
 each answer back, as a slow Sentry would: the SDK sends one envelope at a time, so the next ones
-wait in its queue, where only a flush at shutdown gets them out.
+wait in its queue, where only a flush at shutdown gets them out. `status`, `headers` and `body`
+make it answer as a Sentry that refuses (403 with a `detail`, 429 with `Retry-After`); what it
+refused is kept all the same.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import sys
 import threading
 import zlib
 from collections.abc import Callable
@@ -75,12 +78,27 @@ def _decompress(body: bytes, encoding: str) -> bytes:
     raise ValueError(f"unknown Content-Encoding {encoding!r}")
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that gave up waiting
+            super().handle_error(request, client_address)
+
+
 class SentryStandin:
     """A threaded HTTP server on 127.0.0.1 and a free port; a context manager."""
 
-    def __init__(self, project: str = "1", response_delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        project: str = "1",
+        response_delay: float = 0.0,
+        *,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        body: bytes = b"{}",
+    ) -> None:
         self.project = project
         self.response_delay = response_delay
+        self.status, self.headers, self.body = status, headers or {}, body
         self.bodies: list[bytes] = []
         self.items: list[Item] = []
         self.bad_requests: list[str] = []
@@ -107,19 +125,22 @@ class SentryStandin:
                     standin._received(_decompress(body, encoding))
                 except ValueError as exc:  # also json and zlib errors
                     standin.bad_requests.append(str(exc))
-                    self.send_response(400)
+                    status, headers, answer = 400, {}, b"{}"
                 else:
                     standin._closing.wait(standin.response_delay)
-                    self.send_response(200)
+                    status, headers, answer = standin.status, standin.headers, standin.body
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", "2")
+                self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
-                self.wfile.write(b"{}")
+                self.wfile.write(answer)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet: pytest shows failures, not every POST
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _QuietServer(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

@@ -1,27 +1,45 @@
-"""A real `voicegate serve` process on a free port, with its log captured for assertions."""
+"""Real voicegate servers for tests.
+
+`ServerProcess` is `voicegate serve` in a process of its own, with its log captured: for what a
+process must be for (crash, drain, restart, several instances, the command line).
+`InProcessServer` is the same app and the same transports (uvicorn with voicegate's HTTP and
+picows WebSocket protocols) on a free port in the test's own event loop: for admission and
+protocol cases, which then start in milliseconds.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import uvicorn
 
 from tests.redis_server import free_port
+from voicegate.app import create_app
+from voicegate.config import Settings
+from voicegate.server.run import uvicorn_config
 
 TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef"
 
 
-class Gateway:
+class ServerProcess:
     """`python -m voicegate serve` with the given environment; `stop()`/`start()` restart it."""
 
-    def __init__(self, env: dict[str, str], port: int | None = None) -> None:
+    def __init__(
+        self, env: dict[str, str], port: int | None = None, args: tuple[str, ...] = ()
+    ) -> None:
         self.port = port or free_port()
+        self.args = args
         self.env = {
             "JWT_SECRET": TEST_JWT_SECRET,
             "VOICE_ENGINE": "local",
@@ -42,7 +60,13 @@ class Gateway:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/api/v1/ws/voice"
 
-    def start(self, timeout: float = 20) -> Gateway:
+    def start(
+        self,
+        timeout: float = 20,
+        *,
+        ready_url: str | None = None,
+        verify: ssl.SSLContext | bool = True,
+    ) -> ServerProcess:
         env = {
             k: v
             for k, v in os.environ.items()
@@ -52,7 +76,7 @@ class Gateway:
         env["PYTHONUNBUFFERED"] = "1"
         with self._log.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "voicegate", "serve", "--port", str(self.port)],
+                [sys.executable, "-m", "voicegate", "serve", "--port", str(self.port), *self.args],
                 env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tempfile.gettempdir(),
             )  # fmt: skip
         deadline = time.monotonic() + timeout
@@ -60,7 +84,8 @@ class Gateway:
             if self.process.poll() is not None:
                 raise RuntimeError(f"voicegate exited {self.process.returncode}:\n{self.log}")
             try:
-                if httpx.get(f"{self.http}/readyz", timeout=1).status_code == 200:
+                ready = ready_url or f"{self.http}/readyz"
+                if httpx.get(ready, timeout=1, verify=verify).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
@@ -102,3 +127,60 @@ class Gateway:
     def close(self) -> None:
         self.stop()
         self._log.unlink(missing_ok=True)
+
+
+BASE_SETTINGS: dict[str, object] = {
+    "jwt_secret": TEST_JWT_SECRET,
+    "voice_engine": "local",
+    "retry_base_delay": 0.05,
+    "retry_max_delay": 0.5,
+    "drain_seconds": 2,
+}
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn's server without its signal handlers: the test runner keeps Ctrl-C."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class InProcessServer:
+    """The app on a free port in the running event loop; an async context manager."""
+
+    def __init__(self, **settings: object) -> None:
+        self.port = free_port()
+        self.settings = Settings(_env_file=None, **{**BASE_SETTINGS, **settings})  # type: ignore[call-arg]
+        self.app = create_app(self.settings)
+        config = uvicorn_config(self.settings, "127.0.0.1", self.port, app=self.app)
+        self.server = QuietServer(config)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/api/v1/ws/voice"
+
+    @property
+    def realtime(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+
+    async def __aenter__(self) -> InProcessServer:
+        self._task = asyncio.create_task(self.server.serve())
+        async with asyncio.timeout(10):
+            while not self.server.started:
+                if self._task.done():
+                    self._task.result()  # raises what stopped it
+                    raise RuntimeError("the server stopped during start-up")
+                await asyncio.sleep(0.01)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.server.should_exit = True
+        if self._task is not None:
+            async with asyncio.timeout(15):
+                await self._task

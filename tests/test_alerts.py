@@ -19,12 +19,12 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from tests.redis_server import RedisServer
-from tests.servers import Gateway
+from tests.servers import ServerProcess
 from tests.test_metrics import eventually
 from voicegate.ops import metrics
 from voicegate.ops.health import THRESHOLDS
 
-GatewayFactory = Callable[..., Gateway]
+GatewayFactory = Callable[..., ServerProcess]
 RULES = Path(__file__).parent.parent / "deploy" / "prometheus-rules.yml"
 # The rules that carry the health report's thresholds.
 THRESHOLD_OF = {
@@ -57,9 +57,9 @@ def exposed() -> dict[str, MetricWrapperBase]:
 
 
 async def test_health_lists_the_crossed_thresholds(
-    redis_server: RedisServer, gateway_factory: GatewayFactory
+    redis_server: RedisServer, server_factory: GatewayFactory
 ) -> None:
-    gateway = gateway_factory({
+    gateway = server_factory({
         "REDIS_URL": redis_server.url, "METRICS_SAMPLE_SECONDS": "0.2",
         "REDIS_OP_TIMEOUT_MS": "5000",  # the frozen PING below must be measured, not abandoned
     })  # fmt: skip
@@ -108,7 +108,7 @@ async def test_health_lists_the_crossed_thresholds(
     assert await _alerts_clear(gateway)
 
 
-async def _alerts_clear(gateway: Gateway, timeout: float = 10) -> bool:
+async def _alerts_clear(gateway: ServerProcess, timeout: float = 10) -> bool:
     async with asyncio.timeout(timeout):
         while gateway.health()["alerts"]:
             await asyncio.sleep(0.05)  # Redis drops closed clients from its count on its own

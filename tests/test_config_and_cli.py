@@ -15,12 +15,12 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.clients import open_voice, refused
-from tests.servers import TEST_JWT_SECRET, Gateway
+from tests.servers import TEST_JWT_SECRET, ServerProcess
 from voicegate.auth.tokens import TokenVerifier
 from voicegate.config import RateLimit, Settings, load_settings
 from voicegate.errors import AuthError, ConfigError
 
-GatewayFactory = Callable[..., Gateway]
+GatewayFactory = Callable[..., ServerProcess]
 
 
 def voicegate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -59,6 +59,33 @@ def test_bad_configuration_stops_with_one_line(variable: str, value: str, expect
     assert "Traceback" not in result.stderr
     if variable in ("REDIS_URL", "JWT_SECRET"):
         assert value not in result.stderr and "hunter2" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("dsn", "expected"),
+    [
+        (
+            "pubkey0123456789:secret0123456789@o1.ingest.sentry.io/5",
+            "must start with https:// (or http://)",
+        ),
+        ("https://o1.ingest.sentry.io/5", "no public key before the @"),
+        (
+            "https://pubkey0123456789@o1.ingest.sentry.io/",
+            "the path must end with the numeric project id",
+        ),
+        (
+            "https://pubkey0123456789@o1.ingest.sentry.io:port/5",
+            "not a URL (is the port a number?)",
+        ),
+    ],
+    ids=["no-scheme", "no-key", "no-project", "bad-port"],
+)
+def test_a_malformed_sentry_dsn_stops_start_up_without_showing_it(dsn: str, expected: str) -> None:
+    result = voicegate("serve", "--port", "1", env={"SENTRY_DSN": dsn, "REDIS_ENABLED": "false"})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"voicegate: configuration error: SENTRY_DSN: {expected}; ")
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "pubkey0123456789" not in result.stderr and "secret0123456789" not in result.stderr
 
 
 def test_env_file_is_read(tmp_path: object, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -104,14 +131,14 @@ def test_audience_and_issuer_are_checked() -> None:
         )
 
 
-async def test_es256_public_key_tokens(gateway_factory: GatewayFactory) -> None:
+async def test_es256_public_key_tokens(server_factory: GatewayFactory) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     public = (
         key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    gateway = gateway_factory({"REDIS_ENABLED": "false", "JWT_SECRET": "", "JWT_PUBLIC_KEY": public,
+    gateway = server_factory({"REDIS_ENABLED": "false", "JWT_SECRET": "", "JWT_PUBLIC_KEY": public,
                                "JWT_ALGORITHMS": "ES256"})  # fmt: skip
     token = jwt.encode({"sub": "es", "plan": "elite", "exp": 2_000_000_000}, key, algorithm="ES256")
     client = await open_voice(gateway, token)
@@ -123,9 +150,9 @@ async def test_es256_public_key_tokens(gateway_factory: GatewayFactory) -> None:
 
 
 async def test_development_without_jwt_config_has_a_dev_token_route(
-    gateway_factory: GatewayFactory,
+    server_factory: GatewayFactory,
 ) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false", "JWT_SECRET": ""})
+    gateway = server_factory({"REDIS_ENABLED": "false", "JWT_SECRET": ""})
     gateway.wait_for_log("ephemeral development secret")
     response = httpx.post(
         f"{gateway.http}/api/v1/dev/token", json={"user_id": "demo", "plan": "elite"}
@@ -138,8 +165,8 @@ async def test_development_without_jwt_config_has_a_dev_token_route(
     assert token not in gateway.log
 
 
-def test_production_has_no_dev_token_route(gateway_factory: GatewayFactory) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false", "APP_ENV": "production"})
+def test_production_has_no_dev_token_route(server_factory: GatewayFactory) -> None:
+    gateway = server_factory({"REDIS_ENABLED": "false", "APP_ENV": "production"})
     assert httpx.post(f"{gateway.http}/api/v1/dev/token").status_code == 404
 
 
@@ -148,19 +175,19 @@ def test_settings_reject_production_without_jwt() -> None:
         load_settings(app_env="production", jwt_secret=None, jwt_public_key=None)
 
 
-def test_a_configured_secret_never_signs_over_http(gateway_factory: GatewayFactory) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false"})  # development, JWT_SECRET set
+def test_a_configured_secret_never_signs_over_http(server_factory: GatewayFactory) -> None:
+    gateway = server_factory({"REDIS_ENABLED": "false"})  # development, JWT_SECRET set
     assert httpx.post(f"{gateway.http}/api/v1/dev/token").status_code == 404
 
 
-async def test_a_token_for_a_key_of_another_kind_is_a_4001(gateway_factory: GatewayFactory) -> None:
+async def test_a_token_for_a_key_of_another_kind_is_a_4001(server_factory: GatewayFactory) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     public = (
         key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    gateway = gateway_factory(
+    gateway = server_factory(
         {"REDIS_ENABLED": "false", "JWT_SECRET": "", "JWT_PUBLIC_KEY": public}
     )  # algorithms default to RS256,ES256: an RS256 token meets an EC key
     from cryptography.hazmat.primitives.asymmetric import rsa

@@ -9,9 +9,9 @@ import httpx
 
 from tests.clients import make_token, open_voice
 from tests.redis_server import RedisServer, free_port
-from tests.servers import Gateway
+from tests.servers import ServerProcess
 
-GatewayFactory = Callable[..., Gateway]
+GatewayFactory = Callable[..., ServerProcess]
 KEYS = {"status", "feature_enabled", "openai_configured", "weaviate_enabled", "engine", "version",
         "redis", "alerts", "timestamp"}  # fmt: skip
 REDIS_KEYS = {"redis_available", "redis_enabled", "using_fallback", "redis_url", "redis_version",
@@ -19,10 +19,10 @@ REDIS_KEYS = {"redis_available", "redis_enabled", "using_fallback", "redis_url",
 
 
 def test_healthy_with_a_password_protected_redis(
-    gateway_factory: GatewayFactory, redis_server_with_password: RedisServer
+    server_factory: GatewayFactory, redis_server_with_password: RedisServer
 ) -> None:
     server = redis_server_with_password
-    gateway = gateway_factory({"REDIS_URL": server.url, "APP_VERSION": "9.9.9-test"})
+    gateway = server_factory({"REDIS_URL": server.url, "APP_VERSION": "9.9.9-test"})
     health = gateway.health()
     assert set(health) == KEYS
     redis = health["redis"]
@@ -56,10 +56,10 @@ def test_healthy_with_a_password_protected_redis(
 
 
 async def test_unreachable_redis_at_start_degrades_and_voice_keeps_working(
-    gateway_factory: GatewayFactory,
+    server_factory: GatewayFactory,
 ) -> None:
     port = free_port()
-    gateway = gateway_factory({"REDIS_URL": f"redis://:pw-never-shown-1234@127.0.0.1:{port}/0"})
+    gateway = server_factory({"REDIS_URL": f"redis://:pw-never-shown-1234@127.0.0.1:{port}/0"})
     log = gateway.log
     failed = log.index("❌ Redis connection failed: ")
     assert log.index("⚠️ Falling back to in-memory session storage") > failed
@@ -79,8 +79,8 @@ async def test_unreachable_redis_at_start_degrades_and_voice_keeps_working(
     await client.close()
 
 
-def test_redis_disabled_never_connects(gateway_factory: GatewayFactory) -> None:
-    gateway = gateway_factory(
+def test_redis_disabled_never_connects(server_factory: GatewayFactory) -> None:
+    gateway = server_factory(
         {"REDIS_ENABLED": "false", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     )
     health = gateway.health()
@@ -96,16 +96,16 @@ def test_redis_disabled_never_connects(gateway_factory: GatewayFactory) -> None:
     assert "REDIS_ENABLED=false" in gateway.log
 
 
-def test_feature_flag_off_reports_disabled(gateway_factory: GatewayFactory) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false", "ENABLE_VOICE_REALTIME": "false"})
+def test_feature_flag_off_reports_disabled(server_factory: GatewayFactory) -> None:
+    gateway = server_factory({"REDIS_ENABLED": "false", "ENABLE_VOICE_REALTIME": "false"})
     health = gateway.health()
     assert (health["status"], health["feature_enabled"]) == ("disabled", False)
 
 
 async def test_redis_killed_then_restarted(
-    gateway_factory: GatewayFactory, redis_server: RedisServer
+    server_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
-    gateway = gateway_factory({"REDIS_URL": redis_server.url})
+    gateway = server_factory({"REDIS_URL": redis_server.url})
     assert gateway.health()["status"] == "healthy"
     redis_server.stop()
     assert gateway.health()["status"] == "degraded"  # the health check's own PING notices
@@ -120,8 +120,8 @@ async def test_redis_killed_then_restarted(
     await again.close()
 
 
-def test_probes(gateway_factory: GatewayFactory) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false"})
+def test_probes(server_factory: GatewayFactory) -> None:
+    gateway = server_factory({"REDIS_ENABLED": "false"})
     assert httpx.get(f"{gateway.http}/livez").status_code == 200
     assert httpx.get(f"{gateway.http}/readyz").json() == {"status": "ready"}
     metrics = httpx.get(f"{gateway.http}/metrics")

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from tests.engine_events import Pulled
+from tests.realtime_types import check_server_event
 from voicegate.conversation import Turn
-from voicegate.engines import EngineConfig, LocalEngine, LocalSession
+from voicegate.engines import EngineConfig, LocalEngine
 from voicegate.errors import UpstreamClosed
 
 MANUAL = EngineConfig(instructions="Be brief.", turn_detection=None)
@@ -39,9 +41,7 @@ def append(audio: bytes, event_id: str | None = None) -> str:
     return json.dumps(event)
 
 
-async def events_until(
-    session: LocalSession, kind: str, timeout: float = 5.0
-) -> list[dict[str, Any]]:
+async def events_until(session: Pulled, kind: str, timeout: float = 5.0) -> list[dict[str, Any]]:
     """Every event received up to and including the first of type `kind`."""
     seen: list[dict[str, Any]] = []
     async with asyncio.timeout(timeout):
@@ -58,15 +58,15 @@ def replayed(events: list[dict[str, Any]]) -> bytes:
 
 async def connect(
     config: EngineConfig = MANUAL, history: list[Turn] | None = None, **kw: Any
-) -> LocalSession:
-    session = await LocalEngine(**kw).connect(config, history or [])
+) -> Pulled:
+    session = Pulled(await LocalEngine(**kw).connect(config, history or []))
     await events_until(session, "session.created")
     return session
 
 
 async def test_session_created_and_history_replayed() -> None:
     history = [Turn("user", "Hello"), Turn("assistant", "Hi there")]
-    session = await LocalEngine().connect(VAD, history)
+    session = Pulled(await LocalEngine().connect(VAD, history))
     first = json.loads(await session.receive())
     assert first["type"] == "session.created"
     assert first["session"]["type"] == "realtime"
@@ -93,6 +93,7 @@ async def test_commit_echoes_the_audio_byte_for_byte() -> None:
     for start in range(0, len(audio), 3001 * 2):
         await session.send(append(audio[start : start + 3001 * 2]))
     await session.send('{"type": "input_audio_buffer.commit"}')
+    await session.send('{"type": "response.create"}')  # turn detection is off: push-to-talk
     events = await events_until(session, "response.done")
     types = [e["type"] for e in events]
     assert types[0] == "input_audio_buffer.committed"
@@ -158,6 +159,7 @@ async def test_cancel_interrupts_the_replay() -> None:
     audio = pcm(3000, amplitude=3000)  # 30 chunks
     await session.send(append(audio))
     await session.send('{"type": "input_audio_buffer.commit"}')
+    await session.send('{"type": "response.create"}')
     before = await events_until(session, "response.output_audio.delta")
     await session.send('{"type": "response.cancel"}')
     after = await events_until(session, "response.done")
@@ -225,7 +227,9 @@ async def test_session_update_and_items() -> None:
     assert (await events_until(session, "conversation.item.deleted"))[-1]["item_id"] == added["id"]
     assert added["id"] not in session.items
     await session.send(json.dumps({"type": "conversation.item.delete", "item_id": added["id"]}))
-    assert (await events_until(session, "error"))[-1]["error"]["code"] == "item_not_found"
+    assert (await events_until(session, "error"))[-1]["error"][
+        "code"
+    ] == "item_delete_invalid_item_id"
     await session.close()
 
 
@@ -251,6 +255,7 @@ async def test_close_ends_the_stream() -> None:
     session = await connect(chunk_interval=0.05)
     await session.send(append(pcm(1000, amplitude=3000)))
     await session.send('{"type": "input_audio_buffer.commit"}')
+    await session.send('{"type": "response.create"}')
     await events_until(session, "response.output_audio.delta")
     await session.close()
     await session.close()
@@ -262,3 +267,80 @@ async def test_close_ends_the_stream() -> None:
             await session.receive()
     with pytest.raises(UpstreamClosed):
         await session.send('{"type": "response.create"}')
+
+
+# -- what SDK flows depend on (issue 9) ----------------------------------------------------------
+
+
+async def test_push_to_talk_commit_waits_for_response_create() -> None:
+    session = await connect(MANUAL, chunk_interval=0)
+    audio = pcm(400, amplitude=3000)
+    await session.send(append(audio))
+    await session.send('{"type": "input_audio_buffer.commit"}')
+    heard = await events_until(session, "conversation.item.input_audio_transcription.completed")
+    assert "response.created" not in [e["type"] for e in heard]
+    # Nothing more until the client asks (OpenAI's behaviour with turn_detection null).
+    create = {"type": "response.create", "response": {"metadata": {"turn": "7"}}}
+    await session.send(json.dumps(create))
+    events = await events_until(session, "response.done")
+    assert replayed(events) == audio
+    assert events[0]["type"] == "response.created"
+    assert events[0]["response"]["metadata"] == {"turn": "7"}
+    assert events[-1]["response"]["metadata"] == {"turn": "7"}
+    await session.close()
+
+
+async def test_retrieve_answers_with_the_item() -> None:
+    session = await connect(MANUAL)
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}
+    await session.send(json.dumps({"type": "conversation.item.create", "item": item}))
+    added = (await events_until(session, "conversation.item.added"))[-1]["item"]
+    await session.send(json.dumps({"type": "conversation.item.retrieve", "item_id": added["id"]}))
+    retrieved = (await events_until(session, "conversation.item.retrieved"))[-1]
+    assert retrieved["item"]["id"] == added["id"]
+    assert retrieved["item"]["content"] == item["content"]
+    await session.send('{"type": "conversation.item.retrieve", "item_id": "nope", "event_id": "r"}')
+    (error,) = await events_until(session, "error")
+    assert (
+        error["error"]["code"] == "item_retrieve_invalid_item_id"
+        and error["error"]["event_id"] == "r"
+    )
+    await session.close()
+
+
+async def test_every_event_it_emits_is_a_valid_openai_server_event() -> None:
+    """Each event of a busy conversation validates against the `openai` package's models."""
+    session = Pulled(await LocalEngine(chunk_interval=0.001).connect(VAD, [Turn("user", "hi")]))
+    item = {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "x"}]}
+    await session.send(append(pcm(100) + pcm(600, amplitude=3000) + pcm(700)))  # a VAD turn
+    seen = await events_until(session, "response.done")
+    script = [
+        json.dumps({"type": "session.update", "session": {"type": "realtime", "audio": {
+            "output": {"voice": "ash"}, "input": {"turn_detection": None}}}}),
+        json.dumps({"type": "conversation.item.create", "item": item}),
+        '{"type": "response.create", "response": {"metadata": {"k": "v"}}}',
+        append(pcm(300, amplitude=3000)),
+        '{"type": "input_audio_buffer.commit"}',
+        '{"type": "response.create"}',
+        '{"type": "response.cancel"}',
+        '{"type": "input_audio_buffer.clear"}',
+        '{"type": "response.cancel"}',  # nothing active: an error event
+        '{"type": "no.such.event"}',
+    ]  # fmt: skip
+    for event in script:
+        await session.send(event)
+    await session.send('{"type": "conversation.item.retrieve", "item_id": "missing"}')
+    seen += await events_until(session, "error", timeout=10)
+    while True:  # everything still coming, until the stream is quiet
+        try:
+            async with asyncio.timeout(0.3):
+                seen.append(json.loads(await session.receive()))
+        except TimeoutError:
+            break
+    kinds = {event["type"] for event in seen}
+    assert {"session.created", "session.updated", "response.output_audio.delta",
+            "response.done", "conversation.item.input_audio_transcription.completed",
+            "input_audio_buffer.speech_started", "error"} <= kinds  # fmt: skip
+    for event in seen:
+        check_server_event(event)
+    await session.close()

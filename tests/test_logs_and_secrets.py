@@ -16,17 +16,17 @@ import pytest
 from tests.clients import b64, make_token, open_voice, pcm, refused
 from tests.redis_server import RedisServer
 from tests.sentry_standin import SentryStandin, event_message
-from tests.servers import TEST_JWT_SECRET, Gateway
+from tests.servers import TEST_JWT_SECRET, ServerProcess
 from tests.standin_openai import StandinOpenAI
 from voicegate.ops.logs import MaskingFormatter
 
-GatewayFactory = Callable[..., Gateway]
+GatewayFactory = Callable[..., ServerProcess]
 API_KEY = "sk-test-secret-api-key-0123456789abcdef"
 
 
 @pytest.fixture
 def sentry() -> Iterator[SentryStandin]:
-    # Requested before `gateway_factory`, so it outlives the gateways: their exit flush lands.
+    # Requested before `server_factory`, so it outlives the gateways: their exit flush lands.
     with SentryStandin() as standin:
         yield standin
 
@@ -72,8 +72,8 @@ def test_third_party_loggers_are_masked_too(tmp_path: Path) -> None:
     assert "hunter2-pw" not in result.stderr and "not shown" not in result.stderr
 
 
-async def test_json_format_writes_one_object_per_line(gateway_factory: GatewayFactory) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false", "LOG_FORMAT": "json"})
+async def test_json_format_writes_one_object_per_line(server_factory: GatewayFactory) -> None:
+    gateway = server_factory({"REDIS_ENABLED": "false", "LOG_FORMAT": "json"})
     client = await open_voice(gateway, make_token("json-user"))
     await client.close()
     assert httpx.get(f"{gateway.http}/livez").status_code == 200
@@ -92,9 +92,9 @@ async def test_json_format_writes_one_object_per_line(gateway_factory: GatewayFa
 
 @pytest.mark.parametrize("log_format", ["text", "json"])
 async def test_access_log_never_shows_the_token(
-    gateway_factory: GatewayFactory, log_format: str
+    server_factory: GatewayFactory, log_format: str
 ) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false", "LOG_FORMAT": log_format})
+    gateway = server_factory({"REDIS_ENABLED": "false", "LOG_FORMAT": log_format})
     token = make_token("access-log-user")
     opaque = "opaque-token-value-42"  # not JWT-shaped: masked because of where it is
     client = await open_voice(gateway, token)
@@ -115,14 +115,14 @@ async def test_access_log_never_shows_the_token(
 async def test_no_secret_in_logs_responses_metrics_messages_or_sentry(
     sentry: SentryStandin,
     redis_server_with_password: RedisServer,
-    gateway_factory: GatewayFactory,
+    server_factory: GatewayFactory,
 ) -> None:
     redis = redis_server_with_password
     password = redis.password
     assert password is not None
     token = make_token("secret-keeper", email="keeper@example.com")
     async with StandinOpenAI(valid_key=API_KEY) as upstream:
-        gateway = gateway_factory({
+        gateway = server_factory({
             "REDIS_URL": redis.url,
             "VOICE_ENGINE": "openai", "OPENAI_API_KEY": API_KEY,
             "OPENAI_REALTIME_URL": upstream.url,

@@ -14,10 +14,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.clients import b64, make_token, open_voice, pcm, refused
 from tests.redis_server import RedisServer, free_port
-from tests.servers import Gateway
+from tests.servers import ServerProcess
 from tests.standin_openai import StandinOpenAI
 
-GatewayFactory = Callable[..., Gateway]
+GatewayFactory = Callable[..., ServerProcess]
 Samples = dict[str, float]
 API_KEY = "sk-test-metrics-key-0123456789"
 
@@ -32,7 +32,7 @@ def parse(text: str) -> Samples:
     return samples
 
 
-async def scrape(gateway: Gateway) -> Samples:
+async def scrape(gateway: ServerProcess) -> Samples:
     async with httpx.AsyncClient(timeout=5) as http:
         response = await http.get(f"{gateway.http}/metrics")
     assert response.status_code == 200
@@ -41,7 +41,7 @@ async def scrape(gateway: Gateway) -> Samples:
 
 
 async def eventually(
-    gateway: Gateway, check: Callable[[Samples], bool], timeout: float = 10
+    gateway: ServerProcess, check: Callable[[Samples], bool], timeout: float = 10
 ) -> Samples:
     """Scrape until `check` holds (what another process does is only seen by looking again)."""
     samples: Samples = {}
@@ -56,9 +56,9 @@ async def eventually(
 
 
 async def test_a_session_and_a_redis_outage_show_in_the_metrics(
-    redis_server: RedisServer, gateway_factory: GatewayFactory
+    redis_server: RedisServer, server_factory: GatewayFactory
 ) -> None:
-    gateway = gateway_factory({"REDIS_URL": redis_server.url, "METRICS_SAMPLE_SECONDS": "0.2"})
+    gateway = server_factory({"REDIS_URL": redis_server.url, "METRICS_SAMPLE_SECONDS": "0.2"})
     m = await eventually(gateway, lambda m: m.get("voicegate_redis_connected_clients", 0) >= 1)
     assert m["voicegate_redis_fallback"] == 0
     assert m["voicegate_sessions_admitted_total"] == 0
@@ -67,6 +67,8 @@ async def test_a_session_and_a_redis_outage_show_in_the_metrics(
     assert m["voicegate_redis_maxmemory_bytes"] == 0  # the test server sets no limit
     assert m["voicegate_redis_latency_ms"] >= 0  # a sampled figure, not NaN
     assert m["voicegate_redis_ops_per_second"] >= 0
+    assert m["voicegate_redis_errors_total"] == m["voicegate_redis_fallbacks_total"] == 0
+    assert m["voicegate_session_max_seconds"] == 1800  # VOICE_MAX_SESSION_SECONDS' default
 
     token = make_token("metered")
     client = await open_voice(gateway, token)
@@ -99,19 +101,22 @@ async def test_a_session_and_a_redis_outage_show_in_the_metrics(
     redis_server.stop()
     m = await eventually(gateway, lambda m: m["voicegate_redis_fallback"] == 1)
     assert math.isnan(m["voicegate_redis_connected_clients"])
+    assert m["voicegate_redis_fallbacks_total"] == 1  # one outage …
+    assert m["voicegate_redis_errors_total"] >= 1  # … seen by at least one failed operation
     during = await open_voice(gateway, token)  # admitted from memory, written back later
     await during.close()
     redis_server.start()
     m = await eventually(gateway, lambda m: m["voicegate_redis_fallback"] == 0, timeout=20)
     assert m["voicegate_redis_writeback_total"] >= 2  # the record and its admission hit
+    assert m["voicegate_redis_fallbacks_total"] == 1  # the recovery is not another outage
     m = await eventually(gateway, lambda m: m["voicegate_redis_connected_clients"] >= 1)
     assert m["voicegate_sessions_admitted_total"] == 2
 
 
 async def test_a_scrape_never_waits_on_a_frozen_redis(
-    redis_server: RedisServer, gateway_factory: GatewayFactory
+    redis_server: RedisServer, server_factory: GatewayFactory
 ) -> None:
-    gateway = gateway_factory({
+    gateway = server_factory({
         "REDIS_URL": redis_server.url, "METRICS_SAMPLE_SECONDS": "0.2",
         "REDIS_OP_TIMEOUT_MS": "1000",
     })  # fmt: skip
@@ -135,12 +140,12 @@ async def test_a_scrape_never_waits_on_a_frozen_redis(
 
 
 async def test_upstream_connects_reconnects_and_failures_by_cause(
-    gateway_factory: GatewayFactory,
+    server_factory: GatewayFactory,
 ) -> None:
     async with StandinOpenAI(valid_key=API_KEY) as upstream:
         env = {"VOICE_ENGINE": "openai", "OPENAI_REALTIME_URL": upstream.url,
                "REDIS_ENABLED": "false", "RETRY_MAX_ATTEMPTS": "1"}  # fmt: skip
-        gateway = gateway_factory({**env, "OPENAI_API_KEY": API_KEY})
+        gateway = server_factory({**env, "OPENAI_API_KEY": API_KEY})
         m = await scrape(gateway)
         # REDIS_ENABLED=false is memory by choice, not a fallback; there is no Redis to sample.
         assert m["voicegate_redis_fallback"] == 0
@@ -154,16 +159,14 @@ async def test_upstream_connects_reconnects_and_failures_by_cause(
         assert m['voicegate_upstream_reconnects_total{engine="openai"}'] == 1
         await client.close()
 
-        refusing = gateway_factory({**env, "OPENAI_API_KEY": "sk-test-wrong-key-0123456789"})
+        refusing = server_factory({**env, "OPENAI_API_KEY": "sk-test-wrong-key-0123456789"})
         assert (await refused(refusing, make_token()))[0] == 1011
         m = await scrape(refusing)
         assert m['voicegate_upstream_failures_total{cause="rejected",engine="openai"}'] == 1
         assert m['voicegate_sessions_rejected_total{reason="upstream"}'] == 1
 
     nowhere = f"ws://127.0.0.1:{free_port()}/v1/realtime"
-    unreachable = gateway_factory(
-        {**env, "OPENAI_API_KEY": API_KEY, "OPENAI_REALTIME_URL": nowhere}
-    )
+    unreachable = server_factory({**env, "OPENAI_API_KEY": API_KEY, "OPENAI_REALTIME_URL": nowhere})
     assert (await refused(unreachable, make_token()))[0] == 1011
     m = await scrape(unreachable)
     assert m['voicegate_upstream_failures_total{cause="unavailable",engine="openai"}'] == 1

@@ -8,12 +8,12 @@ import pytest
 
 from tests.clients import make_token, open_voice, refused
 from tests.redis_server import RedisServer
-from tests.servers import Gateway
+from tests.servers import ServerProcess
 
-GatewayFactory = Callable[..., Gateway]
+GatewayFactory = Callable[..., ServerProcess]
 
 
-async def _admit_limit_and_resume(gateway: Gateway, user: str) -> None:
+async def _admit_limit_and_resume(gateway: ServerProcess, user: str) -> None:
     health = gateway.health()
     assert health["status"] == "healthy", health
     token = make_token(user)
@@ -28,19 +28,19 @@ async def _admit_limit_and_resume(gateway: Gateway, user: str) -> None:
 
 
 @pytest.mark.slow
-async def test_sentinel_url(gateway_factory: GatewayFactory, sentinel_port: int) -> None:
-    gateway = gateway_factory({"REDIS_URL": f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster"})
+async def test_sentinel_url(server_factory: GatewayFactory, sentinel_port: int) -> None:
+    gateway = server_factory({"REDIS_URL": f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster"})
     await _admit_limit_and_resume(gateway, "sentinel-user")
 
 
 @pytest.mark.slow
-async def test_cluster_url(gateway_factory: GatewayFactory, cluster_port: int) -> None:
-    gateway = gateway_factory({"REDIS_URL": f"redis+cluster://127.0.0.1:{cluster_port}"})
+async def test_cluster_url(server_factory: GatewayFactory, cluster_port: int) -> None:
+    gateway = server_factory({"REDIS_URL": f"redis+cluster://127.0.0.1:{cluster_port}"})
     assert "✅ Redis connected successfully: redis+cluster://127.0.0.1:" in gateway.log
     await _admit_limit_and_resume(gateway, "cluster-user")
 
 
-async def test_tls_url(gateway_factory: GatewayFactory, redis_tls_server: RedisServer) -> None:
-    gateway = gateway_factory({"REDIS_URL": redis_tls_server.url})
+async def test_tls_url(server_factory: GatewayFactory, redis_tls_server: RedisServer) -> None:
+    gateway = server_factory({"REDIS_URL": redis_tls_server.url})
     assert "✅ Redis connected successfully: rediss://127.0.0.1:" in gateway.log
     await _admit_limit_and_resume(gateway, "tls-user")

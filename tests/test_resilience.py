@@ -14,18 +14,24 @@ import pytest
 import redis.asyncio as aioredis
 
 from tests.redis_server import RedisServer, free_port
-from voicegate.config import RateLimit, Settings
-from voicegate.storage import Lease, RedisBackend, ResilientBackend, SessionRecord, client_from_url
-from voicegate.storage.redis import Keys
+from voicegate._retry import Backoff
+from voicegate.errors import StorageRecovering
+from voicegate.ops.health import alerts_for
+from voicegate.storage import (
+    Lease,
+    RateWindow,
+    RedisBackend,
+    RedisTarget,
+    ResilientBackend,
+    SessionRecord,
+    client_for,
+)
+from voicegate.storage.keys import Keys, value_key
 
-LIMIT = RateLimit(5, "hour")
-
-
-def settings_for(url: str, **overrides: object) -> Settings:
-    return Settings(
-        redis_url=url, retry_base_delay=0.02, retry_max_delay=0.2, redis_op_timeout_ms=250,
-        **overrides,
-    )  # fmt: skip
+LIMIT = RateWindow(5, 3600)
+FAST = Backoff(base=0.02, cap=0.2)
+# Reconnecting waits up to an hour unless nudged: the test decides when the circuit may close.
+PATIENT = Backoff(attempts=1, base=3600, factor=1, cap=3600)
 
 
 def new_record(user: str = "u1") -> SessionRecord:
@@ -36,8 +42,16 @@ def lease() -> Lease:
     return Lease(uuid.uuid4().hex, 30, 10)
 
 
-async def resilient_for(url: str) -> ResilientBackend:
-    backend = ResilientBackend(RedisBackend(client_from_url(url, timeout=0.5)), settings_for(url))
+def redis_for(url: str) -> RedisBackend:
+    return RedisBackend(client_for(RedisTarget.parse(url), timeout=1))
+
+
+async def resilient_for(url: str, backoff: Backoff = FAST) -> ResilientBackend:
+    target = RedisTarget.parse(url)
+    backend = ResilientBackend(
+        RedisBackend(client_for(target, timeout=0.5)), op_timeout=0.25, backoff=backoff,
+        masked_url=target.masked,
+    )  # fmt: skip
     await backend.start()
     return backend
 
@@ -59,7 +73,7 @@ async def test_unreachable_at_start_falls_back_and_logs(caplog: pytest.LogCaptur
     caplog.set_level(logging.INFO, logger="voicegate")
     backend = await resilient_for(f"redis://127.0.0.1:{free_port()}/0")
     try:
-        assert not backend.available
+        assert not backend.shared
         messages = [r.getMessage() for r in caplog.records]
         assert any(m.startswith("❌ Redis connection failed: ") for m in messages)
         assert "⚠️ Falling back to in-memory session storage" in messages
@@ -80,7 +94,7 @@ async def test_killed_mid_run_answers_from_memory(redis_server: RedisServer) -> 
         assert await backend.get_session("u1", before.session_id) == before  # the mirror
         assert (await backend.admit(new_record(), LIMIT, 60, lease())).allowed
         assert time.monotonic() - started < 1.0
-        assert not backend.available
+        assert not backend.shared
     finally:
         await backend.close()
 
@@ -93,11 +107,16 @@ async def test_frozen_redis_is_bounded_by_the_op_timeout(redis_server: RedisServ
         started = time.monotonic()
         decision = await backend.admit(new_record(), LIMIT, 60, lease())
         elapsed = time.monotonic() - started
-        assert decision.allowed and not backend.available
+        assert decision.allowed and not backend.shared
         assert elapsed < 0.25 + 0.5, f"admission waited {elapsed:.3f} s on a frozen Redis"
         started = time.monotonic()  # the circuit is open: later calls do not wait at all
-        await backend.get_session("u1", "x")
+        assert (await backend.admit(new_record(), LIMIT, 60, lease())).allowed
+        await backend.save_session(new_record(), 60)
         assert time.monotonic() - started < 0.2  # no REDIS_OP_TIMEOUT_MS (0.25 s) spent waiting
+        # A record memory does not know is asked of Redis once: bounded by the op timeout.
+        started = time.monotonic()
+        assert await backend.get_session("u1", "unknown") is None
+        assert time.monotonic() - started < 0.25 + 0.5
     finally:
         os.kill(pid, signal.SIGCONT)
         await backend.close()
@@ -119,9 +138,9 @@ async def test_restart_returns_to_redis_and_writes_back(
         updated.preferences["voice"] = "verse"
         updated.touch()
         await backend.save_session(updated, 60)
-        assert not backend.available
+        assert not backend.shared
         redis_server.start()
-        await wait_until(lambda: backend.available)
+        await wait_until(lambda: backend.shared)
         connected = [
             r for r in caplog.records if "✅ Redis connected successfully" in r.getMessage()
         ]
@@ -147,7 +166,7 @@ async def test_restart_returns_to_redis_and_writes_back(
 
 async def test_write_back_keeps_the_newer_record(redis_server: RedisServer) -> None:
     backend = await resilient_for(redis_server.url)
-    other = RedisBackend(client_from_url(redis_server.url, timeout=1))
+    other = RedisBackend(client_for(RedisTarget.parse(redis_server.url), timeout=1))
     try:
         rec = new_record()
         await backend.save_session(rec, 60)
@@ -162,7 +181,7 @@ async def test_write_back_keeps_the_newer_record(redis_server: RedisServer) -> N
         newer.preferences["voice"] = "newer"
         newer.updated_at = rec.updated_at + 2
         await other.save_session(newer, 60)  # another instance wrote meanwhile
-        await wait_until(lambda: backend.available)
+        await wait_until(lambda: backend.shared)
         stored = await other.get_session("u1", rec.session_id)
         assert stored is not None and stored.preferences["voice"] == "newer"
     finally:
@@ -171,7 +190,7 @@ async def test_write_back_keeps_the_newer_record(redis_server: RedisServer) -> N
 
 
 async def test_noscript_after_script_flush(redis_server: RedisServer, raw: aioredis.Redis) -> None:
-    backend = RedisBackend(client_from_url(redis_server.url, timeout=1))
+    backend = RedisBackend(client_for(RedisTarget.parse(redis_server.url), timeout=1))
     try:
         assert (await backend.admit(new_record(), LIMIT, 60, lease())).allowed
         await raw.script_flush()
@@ -182,7 +201,9 @@ async def test_noscript_after_script_flush(redis_server: RedisServer, raw: aiore
 
 
 async def test_concurrent_admissions_admit_exactly_the_limit(redis_server: RedisServer) -> None:
-    clients = [RedisBackend(client_from_url(redis_server.url, timeout=2)) for _ in range(5)]
+    clients = [
+        RedisBackend(client_for(RedisTarget.parse(redis_server.url), timeout=2)) for _ in range(5)
+    ]
     try:
         attempts = [
             clients[i % len(clients)].admit(new_record("busy"), LIMIT, 60, lease())
@@ -213,7 +234,7 @@ async def test_resume_during_an_outage_keeps_its_owner_after_recovery(
         new = lease()
         assert await backend.claim("res", rec.session_id, 60, new) == rec  # from memory
         os.kill(pid, signal.SIGCONT)
-        await wait_until(lambda: backend.available)
+        await wait_until(lambda: backend.shared)
         assert await backend.renew("res", rec.session_id, new)  # not taken over by the old one
         assert not await backend.renew("res", rec.session_id, old)
     finally:
@@ -229,8 +250,8 @@ async def test_resume_during_an_outage_writes_the_record_back(redis_server: Redi
         redis_server.stop()
         assert await backend.claim("res2", rec.session_id, 60, lease()) == rec
         redis_server.start()  # empty: only the write-back can bring the record back
-        await wait_until(lambda: backend.available)
-        other = RedisBackend(client_from_url(redis_server.url, timeout=1))
+        await wait_until(lambda: backend.shared)
+        other = RedisBackend(client_for(RedisTarget.parse(redis_server.url), timeout=1))
         try:
             assert await other.get_session("res2", rec.session_id) == rec
         finally:
@@ -242,17 +263,110 @@ async def test_resume_during_an_outage_writes_the_record_back(redis_server: Redi
 async def test_cancelled_during_an_outage_is_refunded_in_redis(redis_server: RedisServer) -> None:
     backend = await resilient_for(redis_server.url)
     pid = redis_server._process.pid  # type: ignore[union-attr]
-    one = RateLimit(1, "hour")
+    one = RateWindow(1, 3600)
     try:
         rec = new_record("cnl")
         assert (await backend.admit(rec, one, 60, lease())).allowed
         os.kill(pid, signal.SIGSTOP)
         await backend.get_session("cnl", "x")  # times out: the circuit opens
-        assert not backend.available
+        assert not backend.shared
         await backend.cancel_admission("cnl", rec.session_id)  # memory only, journaled
         os.kill(pid, signal.SIGCONT)
-        await wait_until(lambda: backend.available)
+        await wait_until(lambda: backend.shared)
         assert (await backend.admit(new_record("cnl"), one, 60, lease())).allowed
     finally:
         os.kill(pid, signal.SIGCONT)
+        await backend.close()
+
+
+# -- resume without a session id, values, and Redis answering reads only ---------------------
+
+
+async def test_marks_and_values_accepted_in_an_outage_are_written_back(
+    redis_server: RedisServer,
+) -> None:
+    backend = await resilient_for(redis_server.url)
+    other = redis_for(redis_server.url)
+    digest = "cd" * 32
+    try:
+        redis_server.stop()
+        kept, ended = new_record("mk"), new_record("mk")
+        kept_lease, ended_lease = lease(), lease()
+        assert (await backend.admit(kept, LIMIT, 60, kept_lease)).allowed  # from memory
+        assert (await backend.admit(ended, LIMIT, 60, ended_lease)).allowed
+        await backend.release("mk", kept.session_id, kept_lease.connection_id, resumable=True)
+        await backend.release("mk", ended.session_id, ended_lease.connection_id, resumable=False)
+        await backend.set_value("plan", "mk", "elite", 60)
+        await backend.set_value("client_secret", digest, '{"sub": "mk"}', 60)
+        assert not backend.shared
+        redis_server.start()  # empty: only the write-back can bring any of this back
+        await wait_until(lambda: backend.shared)
+        assert await other.get_value("plan", "mk") == "elite"
+        assert await other.get_value("client_secret", digest) == '{"sub": "mk"}'
+        ttl_ms = await other.client.pttl(value_key("plan", "mk"))
+        assert 0 < ttl_ms <= 60_000  # the time it had left, not a fresh minute or none
+        # Another instance resumes the lost session without its id; the ended one stays ended.
+        taker = lease()
+        found = await other.claim_latest("mk", 60, taker, grace=60, stale_after=10)
+        assert found == kept
+        await other.release("mk", kept.session_id, taker.connection_id, resumable=False)
+        assert await other.claim_latest("mk", 60, lease(), grace=60, stale_after=0) is None
+    finally:
+        await other.close()
+        await backend.close()
+
+
+async def test_a_resume_redis_holds_but_memory_does_not_is_deferred(
+    redis_server: RedisServer,
+) -> None:
+    redis_server.stop()
+    backend = await resilient_for(redis_server.url, backoff=PATIENT)  # starts on memory
+    other = redis_for(redis_server.url)
+    try:
+        assert not backend.shared
+        assert await backend.get_session("rc", "anything") is None  # Redis is down: unknown
+        redis_server.start()
+        rec = new_record("rc")
+        await other.save_session(rec, 60)  # an instance already back on Redis wrote it
+        assert await backend.get_session("rc", "unknown") is None  # Redis says no: unknown
+        assert not backend.shared
+        with pytest.raises(StorageRecovering):
+            await backend.get_session("rc", rec.session_id)
+        # Told that Redis answers, the circuit reconnects now, not within the hour.
+        await wait_until(lambda: backend.shared)
+        assert await backend.get_session("rc", rec.session_id) == rec
+    finally:
+        await other.close()
+        await backend.close()
+
+
+async def test_figures_are_read_while_redis_refuses_writes(
+    redis_server: RedisServer, raw: aioredis.Redis
+) -> None:
+    backend = await resilient_for(redis_server.url)
+    try:
+        await raw.config_set("maxmemory-policy", "noeviction")
+        await raw.config_set("maxmemory", "1mb")
+        filler = "x" * 64_000
+        with pytest.raises(aioredis.ResponseError, match="maxmemory"):
+            for i in range(1000):  # at most ~64 MB: an OOM refusal comes far earlier
+                await raw.set(f"fill:{i}", filler)
+        rec = new_record("oom")
+        await backend.save_session(rec, 60)  # refused by Redis: kept in memory, journaled
+        assert not backend.shared
+        assert await backend.get_session("oom", rec.session_id) == rec
+        # PING answers (the probe says reachable), the write-back does not: still on memory,
+        # but Redis's figures are read, and they show why.
+        await wait_until(lambda: backend.circuit.reachable)
+        figures = await backend.figures()
+        assert not backend.shared
+        assert figures is not None and figures.maxmemory == 1024 * 1024
+        assert figures.used_memory is not None and figures.used_memory > figures.maxmemory
+        assert "redis_memory_percent" in {alert.name for alert in alerts_for(figures)}
+        await raw.config_set("maxmemory", 0)  # memory is raised: the write-back goes through
+        await wait_until(lambda: backend.shared)
+        stored = await raw.get(Keys("oom").session(rec.session_id))
+        assert SessionRecord.model_validate_json(stored) == rec
+    finally:
+        await raw.config_set("maxmemory", 0)
         await backend.close()

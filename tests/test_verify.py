@@ -11,11 +11,11 @@ import pytest
 
 from tests.clients import make_token, open_voice, refused
 from tests.redis_server import RedisServer, free_port
-from tests.servers import TEST_JWT_SECRET, Gateway
+from tests.servers import TEST_JWT_SECRET, ServerProcess
 from tests.standin_openai import StandinOpenAI
 from voicegate.cli import main
 
-GatewayFactory = Callable[..., Gateway]
+GatewayFactory = Callable[..., ServerProcess]
 
 
 def verify_process(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -45,9 +45,9 @@ def assert_nothing_secret(output: str, *secrets: str) -> None:
 
 
 def test_healthy_gateway_passes_every_check(
-    gateway_factory: GatewayFactory, redis_server: RedisServer
+    server_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
-    gateway = gateway_factory({"REDIS_URL": redis_server.url})
+    gateway = server_factory({"REDIS_URL": redis_server.url})
     done = verify_process(gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--rate-limit")
     assert done.returncode == 0, done.stdout + done.stderr
     checks = checklist(done.stdout)
@@ -68,10 +68,10 @@ def test_healthy_gateway_passes_every_check(
 
 
 async def test_openai_engine_session_asks_for_the_response_and_reports_the_audio(
-    gateway_factory: GatewayFactory, redis_server: RedisServer
+    server_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
     async with StandinOpenAI() as upstream:
-        gateway = gateway_factory({
+        gateway = server_factory({
             "REDIS_URL": redis_server.url,
             "VOICE_ENGINE": "openai",
             "OPENAI_API_KEY": "sk-test-standin-key-0123456789",
@@ -80,7 +80,7 @@ async def test_openai_engine_session_asks_for_the_response_and_reports_the_audio
         # The stand-in serves on this event loop: the CLI runs beside it, not blocking it.
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "voicegate", "verify", gateway.http,
-            "--jwt-secret", TEST_JWT_SECRET,
+            "--jwt-secret", TEST_JWT_SECRET, "--long", "0.03", "--turn-every", "0.5",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         async with asyncio.timeout(60):
@@ -89,6 +89,11 @@ async def test_openai_engine_session_asks_for_the_response_and_reports_the_audio
         assert process.returncode == 0, output + stderr.decode()
         assert "healthy (engine openai, Redis " in checklist(output)["Health"]
         assert "✅ Voice session: 1.0 s of audio back from openai" in output
+        # Held for ~2 s, a turn every 0.5 s, each asked for with response.create and answered.
+        long = checklist(output)["Long session"]
+        assert "in one session, " in long and ", each answered with audio by openai " in long
+        turns = int(long.split(" turns,")[0].rsplit(" ", 1)[1])
+        assert upstream.connections[-1].types().count("response.create") == turns
         # Server VAD answers a manual commit only when asked; the local engine needs no asking.
         assert "response.create" in upstream.connections[0].types()
         assert_nothing_secret(output, TEST_JWT_SECRET, "sk-test-standin-key-0123456789")
@@ -96,12 +101,12 @@ async def test_openai_engine_session_asks_for_the_response_and_reports_the_audio
 
 @pytest.mark.parametrize("outage", ["never-up", "went-down"])
 def test_redis_down_fails_health_but_the_voice_session_falls_back(
-    gateway_factory: GatewayFactory, redis_server: RedisServer, outage: str
+    server_factory: GatewayFactory, redis_server: RedisServer, outage: str
 ) -> None:
     if outage == "never-up":
-        gateway = gateway_factory({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+        gateway = server_factory({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
     else:
-        gateway = gateway_factory({"REDIS_URL": redis_server.url})
+        gateway = server_factory({"REDIS_URL": redis_server.url})
         redis_server.stop()
     done = verify_process(gateway.http, "--jwt-secret", TEST_JWT_SECRET)
     assert done.returncode == 1, done.stdout + done.stderr
@@ -115,9 +120,9 @@ def test_redis_down_fails_health_but_the_voice_session_falls_back(
 
 
 def test_bad_token_fails_the_voice_session_with_the_4001_reason(
-    gateway_factory: GatewayFactory, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+    server_factory: GatewayFactory, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gateway = gateway_factory({"REDIS_URL": redis_server.url})
+    gateway = server_factory({"REDIS_URL": redis_server.url})
     token = make_token(secret="another-secret-another-secret-0123456789")
     code, output = verify_here(capsys, gateway.http, "--token", token)
     assert code == 1
@@ -151,9 +156,9 @@ def test_unreachable_base_url_is_one_clear_failure(base_url: str, reason: str) -
 
 
 def test_rate_limit_with_a_token_refuses_to_spend_the_users_quota(
-    gateway_factory: GatewayFactory, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+    server_factory: GatewayFactory, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gateway = gateway_factory({"REDIS_URL": redis_server.url})
+    gateway = server_factory({"REDIS_URL": redis_server.url})
     token = make_token("real-user")
     code, output = verify_here(capsys, gateway.http, "--token", token, "--rate-limit")
     assert code == 1
@@ -171,9 +176,9 @@ def test_rate_limit_with_a_token_refuses_to_spend_the_users_quota(
 
 
 def test_rate_limit_figures_come_from_the_refusal(
-    gateway_factory: GatewayFactory, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+    server_factory: GatewayFactory, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    gateway = gateway_factory({"REDIS_URL": redis_server.url, "VOICE_RATE_LIMIT": "2/minute"})
+    gateway = server_factory({"REDIS_URL": redis_server.url, "VOICE_RATE_LIMIT": "2/minute"})
     code, output = verify_here(
         capsys, gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--rate-limit"
     )
@@ -196,13 +201,13 @@ def test_rate_limit_figures_come_from_the_refusal(
     ids=["memory-only", "feature-off"],
 )  # fmt: skip
 def test_health_names_what_a_deployment_is_missing(
-    gateway_factory: GatewayFactory,
+    server_factory: GatewayFactory,
     capsys: pytest.CaptureFixture[str],
     env: dict[str, str],
     health: str,
     voice: str,
 ) -> None:
-    gateway = gateway_factory(env)
+    gateway = server_factory(env)
     code, output = verify_here(capsys, gateway.http, "--jwt-secret", TEST_JWT_SECRET)
     assert code == 1
     checks = checklist(output)

@@ -13,12 +13,12 @@ from websockets.asyncio.client import connect
 
 from tests.clients import b64, make_token, open_voice, pcm
 from tests.redis_server import RedisServer
-from tests.servers import Gateway
+from tests.servers import ServerProcess
 from tests.standin_openai import StandinOpenAI
 from voicegate.storage import SessionRecord
-from voicegate.storage.redis import Keys
+from voicegate.storage.keys import Keys
 
-GatewayFactory = Callable[..., Gateway]
+GatewayFactory = Callable[..., ServerProcess]
 API_KEY = "sk-test-standin-key-0123456789"
 
 
@@ -37,13 +37,15 @@ def audio_of(events: list[dict[str, object]], kind: str = "response.output_audio
 
 
 async def test_local_engine_echoes_committed_audio_byte_for_byte(
-    gateway_factory: GatewayFactory,
+    server_factory: GatewayFactory,
 ) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false"})
+    gateway = server_factory({"REDIS_ENABLED": "false"})
     client = await open_voice(gateway, make_token())
     spoken = pcm(1.2)
     for start in range(0, len(spoken), 4800):  # 100 ms frames, as a microphone would send
-        await client.send({"type": "audio.input", "audio": b64(spoken[start : start + 4800])})
+        await client.send(
+            {"type": "input_audio_buffer.append", "audio": b64(spoken[start : start + 4800])}
+        )
     await client.send({"type": "input_audio_buffer.commit"})
     events = await client.recv_until("response.done")
     kinds = [e["type"] for e in events]
@@ -55,8 +57,8 @@ async def test_local_engine_echoes_committed_audio_byte_for_byte(
     await client.close()
 
 
-async def test_interrupt_cancels_the_response(gateway_factory: GatewayFactory) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false"})
+async def test_interrupt_cancels_the_response(server_factory: GatewayFactory) -> None:
+    gateway = server_factory({"REDIS_ENABLED": "false"})
     client = await open_voice(gateway, make_token())
     spoken = pcm(10)
     for start in range(0, len(spoken), 48000):  # 1 s frames
@@ -72,8 +74,8 @@ async def test_interrupt_cancels_the_response(gateway_factory: GatewayFactory) -
     await client.close()
 
 
-async def test_beta_events_are_renamed(gateway_factory: GatewayFactory) -> None:
-    gateway = gateway_factory({"REDIS_ENABLED": "false"})
+async def test_beta_events_are_renamed(server_factory: GatewayFactory) -> None:
+    gateway = server_factory({"REDIS_ENABLED": "false"})
     client = await open_voice(gateway, make_token(), events="beta")
     await client.send({"type": "audio.input", "audio": b64(pcm(0.3))})
     await client.send({"type": "input_audio_buffer.commit"})
@@ -85,9 +87,9 @@ async def test_beta_events_are_renamed(gateway_factory: GatewayFactory) -> None:
     await client.close()
 
 
-async def test_openai_engine_gets_translated_events(gateway_factory: GatewayFactory) -> None:
+async def test_openai_engine_gets_translated_events(server_factory: GatewayFactory) -> None:
     async with StandinOpenAI() as upstream:
-        gateway = gateway_factory(openai_env(upstream))
+        gateway = server_factory(openai_env(upstream))
         client = await open_voice(gateway, make_token())
         conn = await upstream.wait_for_connections(1)
         assert conn.headers["Authorization"] == f"Bearer {API_KEY}"
@@ -100,10 +102,15 @@ async def test_openai_engine_gets_translated_events(gateway_factory: GatewayFact
         await client.send({"type": "audio.input", "audio": frame})
         append = await upstream.wait_for_event("input_audio_buffer.append")
         assert append["audio"] == frame
-        echoed = await client.recv_until("response.output_audio.delta")
+        # `audio.input` is the original front-end's event: from now on it hears beta names.
+        echoed = await client.recv_until("response.audio.delta")
         assert echoed[-1]["delta"] == frame
-        await client.send({"type": "interrupt"})
+        await client.send({"type": "interrupt"})  # nothing plays: nothing to cancel
+        await upstream.send({"type": "response.created", "response": {"id": "resp_1"}})
+        await client.recv_until("response.created")
+        await client.send({"type": "interrupt"})  # an answer is on its way: cancel it
         await upstream.wait_for_event("response.cancel")
+        assert upstream.connections[0].types().count("response.cancel") == 1
         await client.send({"type": "language.detected", "language": "fr"})
         updates = [
             e for e in await upstream.wait_for_event_count(4) if e["type"] == "session.update"
@@ -134,10 +141,10 @@ async def _conversation_saved(
 
 
 async def test_resume_after_restart_replays_the_conversation(
-    gateway_factory: GatewayFactory, redis_server: RedisServer
+    server_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
     async with StandinOpenAI() as upstream:
-        gateway = gateway_factory(openai_env(upstream, redis_server.url))
+        gateway = server_factory(openai_env(upstream, redis_server.url))
         client = await open_voice(gateway, make_token("alice", email="alice@example.com"))
         session_id = client.session_id
         await client.send({"type": "session.update", "session": {"voice": "verse", "speed": 1.2}})
@@ -174,10 +181,10 @@ async def test_resume_after_restart_replays_the_conversation(
 
 
 async def test_drain_saves_and_the_client_resumes_on_another_instance(
-    gateway_factory: GatewayFactory, redis_server: RedisServer
+    server_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
     env = {"REDIS_URL": redis_server.url}
-    first, second = gateway_factory(env), gateway_factory(env)
+    first, second = server_factory(env), server_factory(env)
     client = await open_voice(first, make_token("bob"))
     await client.send({"type": "session.update", "session": {"voice": "sage"}})
     stopping = asyncio.get_running_loop().run_in_executor(None, first.stop)
@@ -194,10 +201,10 @@ async def test_drain_saves_and_the_client_resumes_on_another_instance(
 
 
 async def test_upstream_drop_is_restored_with_the_conversation(
-    gateway_factory: GatewayFactory,
+    server_factory: GatewayFactory,
 ) -> None:
     async with StandinOpenAI() as upstream:
-        gateway = gateway_factory(openai_env(upstream))
+        gateway = server_factory(openai_env(upstream))
         client = await open_voice(gateway, make_token())
         await client.send({"type": "input_audio_buffer.commit"})
         await client.recv_until("conversation.item.input_audio_transcription.completed")
@@ -210,11 +217,11 @@ async def test_upstream_drop_is_restored_with_the_conversation(
 
 
 async def test_upstream_gone_for_good_closes_the_client_1011(
-    gateway_factory: GatewayFactory,
+    server_factory: GatewayFactory,
 ) -> None:
     upstream = StandinOpenAI()
     await upstream.__aenter__()
-    gateway = gateway_factory(openai_env(upstream))
+    gateway = server_factory(openai_env(upstream))
     client = await open_voice(gateway, make_token())
     await upstream.wait_for_connections(1)
     await upstream.close_connections(1001, "going away")
@@ -223,9 +230,9 @@ async def test_upstream_gone_for_good_closes_the_client_1011(
     assert code == 1011 and reason
 
 
-async def test_refused_api_key_is_not_retried(gateway_factory: GatewayFactory) -> None:
+async def test_refused_api_key_is_not_retried(server_factory: GatewayFactory) -> None:
     async with StandinOpenAI(valid_key="sk-the-real-key-0123456789") as upstream:
-        gateway = gateway_factory(openai_env(upstream))
+        gateway = server_factory(openai_env(upstream))
         client = await open_voice(gateway, make_token(), expect_session=False)
         code, reason = await client.closed()
         assert code == 1011 and "key" in reason.lower()
@@ -233,9 +240,9 @@ async def test_refused_api_key_is_not_retried(gateway_factory: GatewayFactory) -
         assert API_KEY not in reason and API_KEY not in gateway.log
 
 
-async def test_two_refused_connects_then_success(gateway_factory: GatewayFactory) -> None:
+async def test_two_refused_connects_then_success(server_factory: GatewayFactory) -> None:
     async with StandinOpenAI(refuse_first=2) as upstream:
-        gateway = gateway_factory(openai_env(upstream))  # RETRY_MAX_ATTEMPTS defaults to 3
+        gateway = server_factory(openai_env(upstream))  # RETRY_MAX_ATTEMPTS defaults to 3
         client = await open_voice(gateway, make_token())
         assert client.first is not None and client.first["engine"] == "openai"
         assert [a.refused_with for a in upstream.attempts] == [503, 503, None]
@@ -243,10 +250,10 @@ async def test_two_refused_connects_then_success(gateway_factory: GatewayFactory
 
 
 async def test_turn_detection_switched_off_stays_off_after_resume(
-    gateway_factory: GatewayFactory, redis_server: RedisServer
+    server_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
     async with StandinOpenAI() as upstream:
-        gateway = gateway_factory(openai_env(upstream, redis_server.url))
+        gateway = server_factory(openai_env(upstream, redis_server.url))
         client = await open_voice(gateway, make_token("carol"))
         off = {"type": "session.update", "session": {"turn_detection": None}}
         await client.send(off)
@@ -264,10 +271,10 @@ async def test_turn_detection_switched_off_stays_off_after_resume(
 
 
 async def test_a_client_that_stops_reading_cannot_hold_up_a_restart(
-    gateway_factory: GatewayFactory,
+    server_factory: GatewayFactory,
 ) -> None:
     async with StandinOpenAI(record_appends=False) as upstream:
-        gateway = gateway_factory({**openai_env(upstream), "DRAIN_SECONDS": "2"})
+        gateway = server_factory({**openai_env(upstream), "DRAIN_SECONDS": "2"})
         # With a queue of one message the client stops reading the socket almost at once.
         ws = await connect(f"{gateway.ws}?token={make_token()}", max_queue=1)
         frame = json.dumps({"type": "input_audio_buffer.append", "audio": b64(pcm(1.0))})

@@ -12,22 +12,20 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from voicegate._redact import mask_url
 from voicegate.errors import ConfigError
+from voicegate.storage.base import RateWindow
+from voicegate.storage.target import RedisTarget
 
 __all__ = ["RateLimit", "Settings", "load_settings", "package_version"]
 
+# Session fields a client may change (VOICE_CLIENT_CAN_SET); the last three are the operator's
+# to hand over, off by default.
+CLIENT_SETTABLE = frozenset(
+    {"voice", "speed", "turn_detection", "instructions", "tools", "tool_choice"}
+)
+DEFAULT_CAN_SET = frozenset({"voice", "speed", "turn_detection"})
 _WINDOWS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE)
-REDIS_SCHEMES = (
-    "redis",
-    "rediss",
-    "unix",
-    "redis+sentinel",
-    "rediss+sentinel",
-    "redis+cluster",
-    "rediss+cluster",
-)
 
 
 def package_version() -> str:
@@ -47,6 +45,11 @@ class RateLimit:
     @property
     def window_seconds(self) -> int:
         return _WINDOWS[self.unit]
+
+    @property
+    def window(self) -> RateWindow:
+        """The window as storage counts it (storage knows nothing of the refusal's wording)."""
+        return RateWindow(self.count, self.window_seconds)
 
     @classmethod
     def parse(cls, text: str) -> RateLimit:
@@ -86,6 +89,11 @@ class Settings(BaseSettings):
     voice_max_concurrent_per_user: int = Field(2, ge=1)
     voice_allowed_plans: Annotated[frozenset[str], NoDecode] = frozenset({"elite", "intelia"})
     voice_max_message_bytes: int = Field(256 * 1024, ge=1024)
+    voice_client_events: Literal["auto", "ga", "beta"] = "auto"
+    voice_resume_grace_seconds: float = Field(120.0, ge=0)
+    voice_client_can_set: Annotated[frozenset[str], NoDecode] = DEFAULT_CAN_SET
+    voice_client_buffer_bytes: int = Field(1024 * 1024, ge=64 * 1024)
+    voice_slow_client_seconds: float = Field(15.0, gt=0)
     voice_conversation_max_turns: int = Field(50, ge=0)
     voice_instructions: str = "You are a helpful voice assistant. Answer briefly and naturally."
     voice_default_voice: str = "alloy"
@@ -99,7 +107,12 @@ class Settings(BaseSettings):
     jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = ()
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
-    app_env: str = "development"
+    jwt_plan_claim: str = Field("plan", pattern=r"^[^.\s]+(\.[^.\s]+)*$")
+    plan_lookup_url: str | None = None
+    plan_lookup_token: SecretStr | None = None
+    plan_cache_seconds: int = Field(300, ge=0)
+    plan_lookup_timeout_seconds: float = Field(3.0, gt=0, le=60)
+    app_env: Literal["development", "production"] = "development"
     sentry_dsn: SecretStr | None = None
     sentry_environment: str | None = None
     sentry_traces_sample_rate: float = Field(0.0, ge=0.0, le=1.0)
@@ -108,12 +121,24 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     weaviate_url: str | None = None
     drain_seconds: float = Field(10.0, ge=0)
+    http_max_header_bytes: int = Field(32 * 1024, ge=4096)
+    http_max_headers: int = Field(100, ge=10)
+    http_head_timeout_seconds: float = Field(10.0, gt=0)
     metrics_sample_seconds: float = Field(5.0, gt=0)
 
     @field_validator(
-        "openai_api_key", "jwt_secret", "jwt_public_key", "jwt_audience", "jwt_issuer",
-        "sentry_dsn", "sentry_environment", "weaviate_url", mode="before",
-    )  # fmt: skip
+        "openai_api_key",
+        "jwt_secret",
+        "jwt_public_key",
+        "jwt_audience",
+        "jwt_issuer",
+        "sentry_dsn",
+        "sentry_environment",
+        "weaviate_url",
+        "plan_lookup_url",
+        "plan_lookup_token",
+        mode="before",
+    )
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `JWT_SECRET=` in a .env file means "not configured", not "the empty secret".
@@ -133,6 +158,24 @@ class Settings(BaseSettings):
                 raise ValueError("list at least one plan")
         return frozenset(p.lower() for p in value)
 
+    @field_validator("voice_client_can_set", mode="before")
+    @classmethod
+    def _parse_can_set(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = {part.strip().lower() for part in value.split(",") if part.strip()}
+        unknown = sorted(set(value) - CLIENT_SETTABLE)
+        if unknown:
+            known = ", ".join(sorted(CLIENT_SETTABLE))
+            raise ValueError(f"unknown field {', '.join(unknown)}: use any of {known}")
+        return frozenset(value)
+
+    @field_validator("plan_lookup_url")
+    @classmethod
+    def _check_http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must start with http:// or https://")
+        return value
+
     @field_validator("jwt_algorithms", mode="before")
     @classmethod
     def _parse_algorithms(cls, value: Any) -> Any:
@@ -145,7 +188,7 @@ class Settings(BaseSettings):
     def _upper_level(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("log_format", "voice_engine", mode="before")
+    @field_validator("log_format", "voice_engine", "voice_client_events", "app_env", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
@@ -153,21 +196,7 @@ class Settings(BaseSettings):
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: SecretStr) -> SecretStr:
-        parts = urlsplit(value.get_secret_value())
-        if parts.scheme not in REDIS_SCHEMES:
-            raise ValueError(f"scheme must be one of {', '.join(s + '://' for s in REDIS_SCHEMES)}")
-        if parts.scheme == "unix":
-            return value
-        hosts = parts.netloc.rpartition("@")[2].split(",")
-        for host in hosts:
-            name, colon, port = host.rpartition(":") if "]" not in host[-1:] else ("", "", "")
-            if not (name if colon else host):
-                raise ValueError("no host in the URL")
-            if colon and not (port.isdigit() and 0 < int(port) < 65536):
-                # Not the value: a password with an unencoded `#` or `/` would land here.
-                raise ValueError("port must be a number from 1 to 65535")
-        if len(hosts) > 1 and "+sentinel" not in parts.scheme:
-            raise ValueError("several hosts are only allowed in redis+sentinel:// URLs")
+        RedisTarget.parse(value.get_secret_value())  # its errors never contain the URL
         return value
 
     @field_validator("jwt_secret")
@@ -175,6 +204,18 @@ class Settings(BaseSettings):
     def _check_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and len(value.get_secret_value().encode()) < 32:
             raise ValueError("too short: use at least 32 bytes (e.g. `openssl rand -hex 32`)")
+        return value
+
+    @field_validator("sentry_dsn")
+    @classmethod
+    def _check_sentry_dsn(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            problem = _sentry_dsn_problem(value.get_secret_value())
+            if problem is not None:
+                raise ValueError(
+                    f"{problem}; expected https://<public key>@<host>/<project id>, as the "
+                    "project's Client Keys (DSN) page shows it"
+                )
         return value
 
     @field_validator("openai_realtime_url")
@@ -201,7 +242,7 @@ class Settings(BaseSettings):
 
     @property
     def is_production(self) -> bool:
-        return self.app_env.lower() == "production"
+        return self.app_env == "production"
 
     @property
     def engine_name(self) -> Literal["openai", "local"]:
@@ -214,19 +255,52 @@ class Settings(BaseSettings):
         return self.redis_op_timeout_ms / 1000
 
     @cached_property
+    def redis_target(self) -> RedisTarget:
+        """`REDIS_URL`, parsed (already validated, so this never raises)."""
+        return RedisTarget.parse(self.redis_url.get_secret_value())
+
+    @property
     def redis_url_masked(self) -> str:
-        return mask_url(self.redis_url.get_secret_value())
+        return self.redis_target.masked
 
     def secret_values(self) -> tuple[str, ...]:
         """Every configured secret, for scrubbing logs and error reports."""
         values: list[str] = []
-        for secret in (self.openai_api_key, self.jwt_secret, self.sentry_dsn):
+        for secret in (
+            self.openai_api_key,
+            self.jwt_secret,
+            self.sentry_dsn,
+            self.plan_lookup_token,
+        ):
             if secret is not None:
                 values.append(secret.get_secret_value())
-        password = urlsplit(self.redis_url.get_secret_value()).password
-        if password:
-            values.append(password)
+        values.extend(self.redis_target.secrets)
         return tuple(values)
+
+
+def _sentry_dsn_problem(dsn: str) -> str | None:
+    """Why sentry-sdk would refuse `dsn` (and the server fail to start), in words that never
+    repeat any part of it: the key before the @ is a credential."""
+    try:
+        parts = urlsplit(dsn)
+        parts.port  # noqa: B018 - reading it raises ValueError when the port is not a number
+    except ValueError:
+        return "not a URL (is the port a number?)"
+    if parts.scheme not in ("http", "https"):
+        return "must start with https:// (or http://)"
+    if not parts.hostname:
+        return "no host"
+    if not parts.username:
+        return "no public key before the @"
+    if not parts.path.rsplit("/", 1)[-1].isdigit():
+        return "the path must end with the numeric project id"
+    from sentry_sdk.utils import BadDsn, Dsn  # only when a DSN is set
+
+    try:
+        Dsn(dsn)
+    except BadDsn:
+        return "not a DSN sentry-sdk accepts"
+    return None
 
 
 def load_settings(**overrides: Any) -> Settings:

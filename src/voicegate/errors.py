@@ -3,8 +3,11 @@
 VoicegateError
 ├── ConfigError             bad configuration; start-up stops with one line
 ├── StorageError
-│   └── StorageUnavailable  Redis is unreachable, timed out or refused a command
+│   ├── StorageUnavailable  Redis is unreachable, timed out or refused a command (kept inside
+│   │                       storage: the resilient backend answers from memory instead)
+│   └── StorageRecovering   serving from memory while Redis holds state not merged yet
 ├── AuthError               token missing, malformed, expired or badly signed
+├── PlanUnavailable         the plan lookup service did not answer
 ├── AdmissionError          a session was refused (carries the close code and reason)
 ├── EngineError
 │   ├── UpstreamUnavailable the engine could not be reached after the retries
@@ -32,8 +35,16 @@ class StorageUnavailable(StorageError):
     """Redis could not be reached, timed out, or refused a command."""
 
 
+class StorageRecovering(StorageError):
+    """This instance serves from memory and Redis holds state not merged yet; retry shortly."""
+
+
 class AuthError(VoicegateError):
     """The client token is missing, malformed, expired or badly signed."""
+
+
+class PlanUnavailable(VoicegateError):
+    """PLAN_LOOKUP_URL could not tell a user's plan (no answer, an error, a bad answer)."""
 
 
 class AdmissionError(VoicegateError):
@@ -66,9 +77,16 @@ class UpstreamClosed(EngineError):
 
 
 class ClientEventError(VoicegateError):
-    """A client message was refused; the session goes on. `code` names the problem."""
+    """A client message was refused; the session goes on.
 
-    def __init__(self, code: str, message: str) -> None:
+    `code` names the problem, `param` the field at fault, `event_id` the client event's id.
+    """
+
+    def __init__(
+        self, code: str, message: str, *, param: str | None = None, event_id: str | None = None
+    ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.param = param
+        self.event_id = event_id

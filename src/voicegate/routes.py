@@ -1,35 +1,35 @@
-"""HTTP and WebSocket routes (contract §3 and §4)."""
+"""HTTP routes (contract §3). The voice WebSockets are served by `server/websocket.py`."""
 
 from __future__ import annotations
 
 import functools
 from importlib.resources import files
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, HTTPException, Request, WebSocket
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, Field
+from prometheus_client import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from voicegate.errors import AdmissionError
+from voicegate.auth import CLIENT_SECRET_PREFIX
+from voicegate.errors import AuthError, PlanUnavailable
 from voicegate.ops.health import health_report
-from voicegate.voice.connection import VoiceConnection
-from voicegate.voice.protocol import fit_close_reason
-from voicegate.voice.service import Gateway
+from voicegate.ops.metrics import exposition
+from voicegate.voice.service import VoiceService
 
 router = APIRouter()
 dev_router = APIRouter()
 
 
-def _gateway(connection: Request | WebSocket) -> Gateway:
-    gateway: Gateway = connection.app.state.gateway
-    return gateway
+def _voice(request: Request) -> VoiceService:
+    service: VoiceService = request.app.state.voice
+    return service
 
 
 @router.get("/api/v1/voice/health")
 async def health(request: Request) -> dict[str, Any]:
-    gateway = _gateway(request)
-    return await health_report(gateway.settings, gateway.storage)
+    service = _voice(request)
+    return await health_report(service.settings, service.storage)
 
 
 @router.get("/livez")
@@ -39,15 +39,15 @@ async def livez() -> dict[str, str]:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    gateway = _gateway(request)
-    if gateway.ready and not gateway.draining:
+    service = _voice(request)
+    if service.ready and not service.draining:
         return JSONResponse({"status": "ready"})
-    return JSONResponse({"status": "draining" if gateway.draining else "starting"}, 503)
+    return JSONResponse({"status": "draining" if service.draining else "starting"}, 503)
 
 
 @router.get("/metrics")
 async def metrics() -> Response:
-    return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return PlainTextResponse(exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @functools.cache
@@ -60,18 +60,84 @@ async def demo_page() -> HTMLResponse:
     return HTMLResponse(_demo_page_html())
 
 
-@router.websocket("/api/v1/ws/voice")
-async def voice(websocket: WebSocket) -> None:
-    gateway = _gateway(websocket)
-    query = websocket.query_params
-    # Accept first: a close code and reason can only reach the client on an open WebSocket.
-    await websocket.accept()
+class _ExpiresAfter(BaseModel):
+    anchor: Literal["created_at"] = "created_at"
+    seconds: int = Field(default=600, ge=10, le=7200)
+
+
+class _ClientSecretRequest(BaseModel):
+    """OpenAI's request body; its `session` (and anything else) is the server's business."""
+
+    model_config = ConfigDict(extra="ignore")
+    expires_after: _ExpiresAfter = _ExpiresAfter()
+
+
+def _openai_error(
+    status: int, message: str, code: str, kind: str = "invalid_request_error"
+) -> JSONResponse:
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    return JSONResponse({"error": error}, status)
+
+
+# Browser apps call the route below from their own origin. It takes the bearer token alone (no
+# cookie, nothing ambient), so any origin may: one that can mint holds the user's token already.
+_CROSS_ORIGIN = {"Access-Control-Allow-Origin": "*"}
+_PREFLIGHT = {
+    **_CROSS_ORIGIN,
+    "Access-Control-Allow-Methods": "POST",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+
+
+@router.options("/v1/realtime/client_secrets")
+async def client_secrets_preflight() -> Response:
+    """A browser's CORS preflight of `POST /v1/realtime/client_secrets`."""
+    return Response(status_code=204, headers=_PREFLIGHT)
+
+
+@router.post("/v1/realtime/client_secrets")
+async def client_secrets(request: Request) -> JSONResponse:
+    """Mint an ephemeral client secret for the user of the bearer token (OpenAI's flow)."""
+    response = await _mint_client_secret(request)
+    response.headers.update(_CROSS_ORIGIN)  # the app reads refusals too
+    return response
+
+
+async def _mint_client_secret(request: Request) -> JSONResponse:
+    service = _voice(request)
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or token.startswith(CLIENT_SECRET_PREFIX):
+        return _openai_error(
+            401, "Send the user's token as `Authorization: Bearer`", "missing_token"
+        )
+    body = await request.body()
     try:
-        admitted = await gateway.admit(query.get("token"), query.get("session_id") or None)
-    except AdmissionError as refusal:
-        await websocket.close(refusal.code, fit_close_reason(refusal.reason))
-        return
-    await VoiceConnection(gateway, websocket, admitted, beta=query.get("events") == "beta").run()
+        options = (
+            _ClientSecretRequest.model_validate_json(body)
+            if body.strip()
+            else _ClientSecretRequest()
+        )
+    except ValidationError:
+        return _openai_error(
+            400, "`expires_after.seconds` must be from 10 to 7200", "invalid_value"
+        )
+    authenticator = service.authenticator
+    try:
+        identity = await authenticator.identity_of(authenticator.tokens.verify(token))
+    except AuthError as exc:
+        return _openai_error(401, str(exc), "invalid_token")
+    except PlanUnavailable:
+        return _openai_error(503, "Plan service unavailable", "plan_unavailable", "server_error")
+    allowed = service.settings.voice_allowed_plans
+    if identity.plan.lower() not in allowed:
+        plans = ", ".join(sorted(p.capitalize() for p in allowed))
+        return _openai_error(403, f"Voice requires one of these plans: {plans}", "plan_not_allowed")
+    seconds = options.expires_after.seconds
+    value, expires_at = await authenticator.client_secrets.mint(identity, seconds)
+    session = {"type": "realtime", "model": service.settings.openai_realtime_model}
+    return JSONResponse({"value": value, "expires_at": expires_at, "session": session})
 
 
 class DevTokenRequest(BaseModel):
@@ -84,9 +150,9 @@ class DevTokenRequest(BaseModel):
 @dev_router.post("/api/v1/dev/token")
 async def dev_token(request: Request, body: DevTokenRequest | None = None) -> dict[str, Any]:
     """Development only: a token for the demo page (absent when APP_ENV=production)."""
-    gateway = _gateway(request)
-    if not gateway.verifier.can_mint:
+    tokens = _voice(request).authenticator.tokens
+    if not tokens.can_mint:
         raise HTTPException(404, "Not Found")
     body = body or DevTokenRequest()
-    token = gateway.verifier.mint(body.user_id, body.plan, body.email, body.ttl)
+    token = tokens.mint(body.user_id, body.plan, body.email, body.ttl)
     return {"token": token, "expires_in": body.ttl, "user_id": body.user_id, "plan": body.plan}

@@ -1,4 +1,8 @@
-"""Client tokens: JWTs with `sub`, `plan`, `exp` and an optional `email` (contract §1)."""
+"""Client tokens: JWTs with `sub`, `exp`, an optional `email` and a plan (contract §1).
+
+The plan sits at `JWT_PLAN_CLAIM`, a dot path (`plan`, or `app_metadata.plan` for tokens issued
+by Supabase); a token without one is still valid, and its plan is looked up (auth/plans.py).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import jwt
 
@@ -14,15 +19,24 @@ from voicegate.errors import AuthError, ConfigError
 
 log = logging.getLogger("voicegate.auth")
 
-__all__ = ["Identity", "TokenVerifier", "mint_token"]
+__all__ = ["Identity", "TokenVerifier", "VerifiedToken", "mint_token"]
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who a valid token says the client is."""
+    """Who a client is, and its plan."""
 
     user_id: str
     plan: str
+    email: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedToken:
+    """What a valid token says: the user, and the plan when the token carries one."""
+
+    user_id: str
+    plan: str | None
     email: str | None = None
 
 
@@ -33,6 +47,7 @@ class TokenVerifier:
         self.algorithms = list(settings.jwt_algorithms)
         self.audience = settings.jwt_audience
         self.issuer = settings.jwt_issuer
+        self.plan_claim = settings.jwt_plan_claim
         self.ephemeral = False
         if settings.jwt_public_key is not None:
             self._key: str = settings.jwt_public_key.get_secret_value()
@@ -57,7 +72,7 @@ class TokenVerifier:
     def mint(self, user_id: str, plan: str, email: str | None = None, ttl: int = 3600) -> str:
         return mint_token(self._key, user_id, plan, email, ttl, self.audience, self.issuer)
 
-    def verify(self, token: str | None) -> Identity:
+    def verify(self, token: str | None) -> VerifiedToken:
         """The identity in `token`, or `AuthError` saying what is wrong (never the token)."""
         if not token:
             raise AuthError("Missing token")
@@ -70,6 +85,10 @@ class TokenVerifier:
                 issuer=self.issuer,
                 options={"require": ["sub", "exp"]},
             )
+            exp = claims["exp"]
+            if not isinstance(exp, int | float) or isinstance(exp, bool):
+                # PyJWT takes "9999999999" as a number; the JWT spec says NumericDate.
+                raise AuthError("Token claim 'exp' must be a number")
         except jwt.ExpiredSignatureError:
             raise AuthError("Token expired") from None
         except jwt.InvalidSignatureError:
@@ -86,11 +105,37 @@ class TokenVerifier:
             raise AuthError("Malformed token") from None
         except jwt.PyJWTError:  # InvalidTokenError, and InvalidKeyError for a key of the wrong kind
             raise AuthError("Invalid token") from None
-        plan = claims.get("plan")
-        if not isinstance(plan, str) or not isinstance(claims["sub"], str):
-            raise AuthError("Token claims 'sub' and 'plan' must be strings")
-        email = claims.get("email")
-        return Identity(claims["sub"], plan, email if isinstance(email, str) else None)
+        return VerifiedToken(
+            _text_claim(claims, "sub", required=True) or "",
+            _plan_claim(claims, self.plan_claim),
+            _text_claim(claims, "email") if isinstance(claims.get("email"), str) else None,
+        )
+
+
+def _text_claim(claims: dict[str, Any], name: str, *, required: bool = False) -> str | None:
+    """A claim that must be text: a string, non-empty when required, encodable (a JSON string
+    may hold a lone UTF-16 surrogate, which no key, log line or event can carry)."""
+    value = claims.get(name)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise AuthError(f"Token claim '{name}' must be a non-empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise AuthError(f"Token claim '{name}' is not valid text") from None
+    return value
+
+
+def _plan_claim(claims: dict[str, Any], path: str) -> str | None:
+    value: Any = claims
+    for part in path.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise AuthError(f"Token claim '{path}' must be a string")
+    return _text_claim({path: value}, path)
 
 
 def mint_token(

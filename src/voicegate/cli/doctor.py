@@ -12,11 +12,10 @@ import socket
 import ssl
 import statistics
 import time
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from typing import Any, TextIO
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -24,8 +23,8 @@ from redis.retry import Retry
 
 from voicegate._redact import mask_text, mask_url
 from voicegate.cli._doctor_guide import GUIDE as _GUIDE  # failure -> (likely cause, fix)
-from voicegate.config import REDIS_SCHEMES
 from voicegate.ops.health import THRESHOLDS
+from voicegate.storage.target import RedisTarget, secrets_in
 
 __all__ = ["run"]
 
@@ -53,40 +52,12 @@ class _StepFailed(Exception):
         self.step, self.problem, self.cause, self.fix = step, problem, cause, fix
 
 
-@dataclass
-class _Target:
-    """What the steps need from a REDIS_URL, read as redis-py reads it."""
-
-    scheme: str
-    credentials: str  # `user:password`, kept only to build the URL of one node
-    nodes: list[tuple[str, int]]
-    path: str
-    query: dict[str, str]
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme.startswith("rediss")
-
-    @property
-    def kind(self) -> str:
-        return self.scheme.partition("+")[2] or "standalone"
-
-    def node_url(self, host: str, port: int, *, drop: str = "") -> str:
-        """A redis:// or rediss:// URL for one node, for redis-py's standalone client."""
-        auth = f"{self.credentials}@" if self.credentials else ""
-        query = urlencode({k: v for k, v in self.query.items() if k != drop})
-        netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        db = self.path if self.kind == "standalone" else ""
-        scheme = "rediss" if self.tls else "redis"
-        return f"{scheme}://{auth}{netloc}{db}" + (f"?{query}" if query else "")
-
-
 def run(url: str, out: TextIO, *, timeout: float = 3.0) -> int:
     """Diagnose the Redis at `url`, one line per step on `out`; every wait is `timeout` at most.
 
     Returns 0 when every step passes (warnings included), 1 at the first failing step.
     """
-    doctor = _Doctor(out, timeout, _secrets(url))
+    doctor = _Doctor(out, timeout, secrets_in(url))
     try:
         doctor.check(url)
     except _StepFailed as failed:
@@ -99,17 +70,6 @@ def run(url: str, out: TextIO, *, timeout: float = 3.0) -> int:
         return 1
     doctor.line("All checks passed: voicegate can use this Redis.")
     return 0
-
-
-def _secrets(url: str) -> tuple[str, ...]:
-    try:
-        parts = urlsplit(url)
-        query = dict(parse_qsl(parts.query))
-    except ValueError:
-        return ()
-    raw = parts.netloc.rpartition("@")[0].partition(":")[2]
-    found = (raw, unquote(raw), query.get("password"), query.get("sentinel_password"))
-    return tuple(s for s in found if s)
 
 
 class _Doctor:
@@ -130,7 +90,7 @@ class _Doctor:
     def check(self, url: str) -> None:
         target = self.parse(url)
         self.reach(target)
-        if target.kind == "sentinel":
+        if target.topology == "sentinel":
             host, port = self.sentinel(target)
             target = self.parse(target.node_url(host, port, drop="sentinel_password"), quiet=True)
             self.reach(target)
@@ -143,45 +103,36 @@ class _Doctor:
             retry=Retry(NoBackoff(), 0),  # one attempt: the doctor reports, it does not retry
         )
         try:
-            self.auth_and_ping(client, ":" in target.credentials or "password" in target.query)
-            mode = self.server(client, target.kind)
+            self.auth_and_ping(client, target.password is not None)
+            mode = self.server(client, target.topology)
         except redis.RedisError as exc:  # after a good PING: an ACL without +info, a timeout
             raise self.refused(exc) from None
         finally:
             client.close()
-        if target.kind == "cluster":
+        if target.topology == "cluster":
             self.cluster(node, mode)
 
-    def parse(self, url: str, *, quiet: bool = False) -> _Target:
+    def parse(self, url: str, *, quiet: bool = False) -> RedisTarget:
         self.step = "URL"
         try:
-            parts = urlsplit(url)
-            scheme = parts.scheme.lower()
-            if scheme not in REDIS_SCHEMES:
-                raise ValueError(f"unsupported scheme {scheme or '(none)'}://")
-            credentials, _, hosts = parts.netloc.rpartition("@")
-            port = 26379 if scheme.endswith("sentinel") else 6379
-            nodes = [] if scheme == "unix" else [_host_port(n, port) for n in hosts.split(",")]
-            if (scheme == "unix" or scheme.endswith("sentinel")) and not parts.path.strip("/"):
-                raise ValueError("no socket path" if scheme == "unix" else "no /service_name")
-            target = _Target(scheme, credentials, nodes, parts.path, dict(parse_qsl(parts.query)))
-            if target.query.get("ssl_cert_reqs", "required") not in _CERT_REQS:
+            target = RedisTarget.parse(url)
+            if target.options.get("ssl_cert_reqs", "required") not in _CERT_REQS:
                 raise ValueError("ssl_cert_reqs must be none, optional or required")
-            ssl_options = sorted(k for k in target.query if k.startswith("ssl_"))
+            ssl_options = sorted(k for k in target.options if k.startswith("ssl_"))
             if ssl_options and not target.tls:
-                problem = f"{', '.join(ssl_options)} given but the URL is {scheme}://"
+                problem = f"{', '.join(ssl_options)} given but the URL is {target.scheme}://"
                 raise self.fail(problem, "ssl_on_plain")
-            if target.kind == "standalone":  # let redis-py reject the options it does not know
+            if target.topology in ("standalone", "unix"):  # redis-py rejects unknown options
                 redis.Redis.from_url(url).connection_pool.make_connection()
         except (TypeError, ValueError) as exc:
             raise self.fail(f"cannot use {mask_url(url)}: {exc}", "url") from None
         if not quiet:
-            where = parts.path if scheme == "unix" else ", ".join(f"{h}:{p}" for h, p in nodes)
+            where = target.path or ", ".join(f"{h}:{p}" for h, p in target.nodes)
             tls = "TLS" if target.tls else "no TLS"
-            self.say(OK, "URL", f"{mask_url(url)} ({target.kind}, {tls}, {where})")
+            self.say(OK, "URL", f"{target.masked} ({_kind(target)}, {tls}, {where})")
         return target
 
-    def reach(self, target: _Target) -> None:
+    def reach(self, target: RedisTarget) -> None:
         if not target.nodes:
             self.say(INFO, "DNS", "not needed for a unix socket")
             self.step = "Socket"
@@ -230,7 +181,7 @@ class _Doctor:
         elapsed = (time.perf_counter() - start) * 1000
         self.say(OK, "TCP", f"{host}:{port} accepts connections ({elapsed:.1f} ms)")
 
-    def tls(self, target: _Target) -> None:
+    def tls(self, target: RedisTarget) -> None:
         self.step = "TLS"
         if not target.nodes:
             self.say(INFO, "TLS", "not used on a unix socket")
@@ -250,7 +201,7 @@ class _Doctor:
             problem = f"{host}:{port} does not answer in the Redis protocol (reply: {reply[:24]!r})"
             raise self.fail(problem, "not_redis")
         try:
-            context = _context(target.query)
+            context = _context(target.options)
         except OSError as exc:  # ssl.SSLError is an OSError
             raise self.fail(f"cannot load the certificate files: {exc}", "tls") from None
         try:
@@ -360,13 +311,13 @@ class _Doctor:
         self.say(WARN if share > MEMORY_THRESHOLD else OK, "Memory", text)
         return str(mode)
 
-    def sentinel(self, target: _Target) -> tuple[str, int]:
+    def sentinel(self, target: RedisTarget) -> tuple[str, int]:
         self.step = "Sentinel"
-        service = target.path.strip("/").split("/")[0]
+        service = target.service_name or ""
         timeouts = {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
-        password = {"password": target.query.get("sentinel_password")}
+        password = {"password": target.options.get("sentinel_password")}
         sentinels = redis.Sentinel(  # type: ignore[no-untyped-call]
-            target.nodes, sentinel_kwargs={**timeouts, **password}, **timeouts
+            list(target.nodes), sentinel_kwargs={**timeouts, **password}, **timeouts
         )
         try:
             host, port = sentinels.discover_master(service)  # type: ignore[no-untyped-call]
@@ -403,7 +354,7 @@ class _Doctor:
         self.say(OK, "Cluster", text)
 
 
-def _context(query: dict[str, str]) -> ssl.SSLContext:
+def _context(query: Mapping[str, str]) -> ssl.SSLContext:
     """The SSL context redis-py's SSLConnection builds from the same URL options."""
     context = ssl.create_default_context()
     reqs = _CERT_REQS[query.get("ssl_cert_reqs", "required")]
@@ -417,14 +368,6 @@ def _context(query: dict[str, str]) -> ssl.SSLContext:
     return context
 
 
-def _host_port(node: str, default: int) -> tuple[str, int]:
-    """Split `host[:port]` or `[v6]:port`; a bad port raises ValueError."""
-    if node.startswith("["):
-        host, _, rest = node[1:].partition("]")
-        port = rest.removeprefix(":")
-    else:
-        host, _, port = node.partition(":") if node.count(":") == 1 else (node, "", "")
-    number = int(port) if port else default
-    if not host or not 0 < number < 65536:
-        raise ValueError(f"bad host or port in {node!r}")
-    return unquote(host), number
+def _kind(target: RedisTarget) -> str:
+    """The topology as the URL line names it (a unix socket is a standalone server)."""
+    return "standalone" if target.topology == "unix" else target.topology

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from voicegate.engines.base import Engine, EngineConfig, EngineSession
-from voicegate.engines.local import LocalEngine, LocalSession
-from voicegate.engines.openai import OpenAIEngine, OpenAISession
+from voicegate.engines.base import Engine, EngineConfig, EngineConversation, EngineEvents
+from voicegate.engines.local import LocalConversation, LocalEngine
+from voicegate.engines.openai import OpenAIConversation, OpenAIEngine
 
 if TYPE_CHECKING:
     from voicegate.config import Settings
@@ -14,11 +14,12 @@ if TYPE_CHECKING:
 __all__ = [
     "Engine",
     "EngineConfig",
-    "EngineSession",
+    "EngineConversation",
+    "EngineEvents",
+    "LocalConversation",
     "LocalEngine",
-    "LocalSession",
+    "OpenAIConversation",
     "OpenAIEngine",
-    "OpenAISession",
     "engine_from_settings",
 ]
 

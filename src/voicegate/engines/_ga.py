@@ -7,6 +7,7 @@ settings under `session.audio.input|output`, assistant history as `output_text` 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from voicegate.conversation import Turn
@@ -60,7 +61,30 @@ def session_config(config: EngineConfig) -> dict[str, Any]:
             },
             "output": output,
         },
+        **({"tools": config.tools} if config.tools is not None else {}),
+        **({"tool_choice": config.tool_choice} if config.tool_choice is not None else {}),
     }
+
+
+_TURN_DETECTION_DEFAULTS: dict[str, dict[str, Any]] = {
+    "server_vad": {
+        "threshold": 0.5,
+        "prefix_padding_ms": 300,
+        "silence_duration_ms": 500,
+        "idle_timeout_ms": None,
+        "create_response": True,
+        "interrupt_response": True,
+    },
+    "semantic_vad": {"eagerness": "auto", "create_response": True, "interrupt_response": True},
+}
+
+
+def with_defaults(turn_detection: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A turn detection setting with the defaults the Realtime API fills in."""
+    if turn_detection is None:
+        return None
+    defaults = _TURN_DETECTION_DEFAULTS.get(turn_detection.get("type", ""), {})
+    return {**defaults, **turn_detection}
 
 
 def session_update_event(config: EngineConfig) -> str:
@@ -78,7 +102,7 @@ def history_item(turn: Turn) -> dict[str, Any]:
     }
 
 
-def history_events(history: list[Turn]) -> list[str]:
+def history_events(history: Sequence[Turn]) -> list[str]:
     """One `conversation.item.create` per turn, oldest first."""
     return [dumps({"type": "conversation.item.create", "item": history_item(t)}) for t in history]
 
@@ -97,13 +121,18 @@ def assistant_item(item_id: str, status: str, transcript: str | None) -> dict[st
 
 
 def response_object(
-    response_id: str, status: str, output: list[dict[str, Any]] | None = None
+    response_id: str,
+    status: str,
+    output: list[dict[str, Any]] | None = None,
+    *,
+    metadata: Any = None,
 ) -> dict[str, Any]:
-    """The `response` of `response.created` and `response.done`."""
+    """The `response` of `response.created` and `response.done` (`metadata` echoed back)."""
     return {
         "id": response_id,
         "object": "realtime.response",
         "status": status,
         "output": output or [],
         "output_modalities": ["audio"],
+        "metadata": metadata,
     }

@@ -2,42 +2,35 @@
 
 It needs no network and no credential, for development, demos and tests. Committed audio is played
 back byte for byte in chunks, paced so that `response.cancel` (or the user speaking again) can
-interrupt it, as it would a real engine.
+interrupt it, as it would a real engine (engines/_replies.py). Events go to the connection as they
+are made; while the client is not reading they wait, playback included (engines/_stream.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import itertools
 import json
-import secrets
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any, ClassVar
 
 from voicegate.conversation import Turn
 from voicegate.engines._ga import (
     BYTES_PER_SECOND,
-    assistant_item,
-    dumps,
     history_item,
-    response_object,
     session_config,
+    with_defaults,
 )
+from voicegate.engines._replies import Items, Replies, new_id
+from voicegate.engines._stream import EventStream
 from voicegate.engines._vad import EnergyVad
-from voicegate.engines.base import Engine, EngineConfig, EngineSession
+from voicegate.engines.base import Engine, EngineConfig, EngineConversation, EngineEvents
 from voicegate.errors import UpstreamClosed
 
-__all__ = ["LocalEngine", "LocalSession"]
+__all__ = ["LocalConversation", "LocalEngine"]
 
 _MAX_BUFFER = BYTES_PER_SECOND * 600  # ten minutes; a dev engine should not eat the host's memory
-_AT = {"output_index": 0, "content_index": 0}  # the echo answers with one audio part
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(8)}"
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -46,6 +39,10 @@ def _dict(value: Any) -> dict[str, Any]:
 
 def _seconds(audio_bytes: int) -> str:
     return f"{audio_bytes / BYTES_PER_SECOND:.1f}"
+
+
+def _heard(audio_bytes: int) -> str:
+    return f"I heard {_seconds(audio_bytes)} seconds of audio"
 
 
 def _ms(audio_bytes: int) -> int:
@@ -72,47 +69,42 @@ class LocalEngine(Engine):
         self.chunk_interval = chunk_interval
         self.speech_rms = speech_rms
 
-    async def connect(self, config: EngineConfig, history: list[Turn]) -> LocalSession:
+    async def connect(self, config: EngineConfig, history: Sequence[Turn]) -> LocalConversation:
         """Open a conversation; it starts with `session.created` and the replayed history."""
-        return LocalSession(self, config, history)
+        return LocalConversation(self, config, history)
 
 
-@dataclass(slots=True)
-class _Response:
-    response_id: str
-    item_id: str
-    task: asyncio.Task[None] | None = None
-
-    @property
-    def ids(self) -> dict[str, str]:
-        return {"response_id": self.response_id, "item_id": self.item_id}
-
-
-class LocalSession(EngineSession):
+class LocalConversation(EngineConversation):
     """One echo conversation. `config`, `history` and `items` are kept for inspection."""
 
-    def __init__(self, engine: LocalEngine, config: EngineConfig, history: list[Turn]) -> None:
+    def __init__(self, engine: LocalEngine, config: EngineConfig, history: Sequence[Turn]) -> None:
         self.config = replace(config)
         self.history = list(history)
-        self.items: dict[str, dict[str, Any]] = {}
-        self.session_id = _new_id("sess")
-        self._engine = engine
-        self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
-        self._event_ids = itertools.count(1)
-        self._closed = False
+        self._out = EventStream()
+        self._items = Items(self._out)
+        self.items = self._items.by_id
+        self._replies = Replies(
+            self._out,
+            self._items,
+            chunk_bytes=engine.chunk_bytes,
+            chunk_interval=engine.chunk_interval,
+        )
+        self._emit, self._error = self._out.emit, self._out.error
         self._buffer = bytearray()
         self._vad = EnergyVad(engine.speech_rms)
         self._speech_item: str | None = None  # the user item the VAD is hearing
         self._heard = 0  # bytes committed so far: the VAD reports times from the session start
-        self._last_item: str | None = None
-        self._active: _Response | None = None
+        self._unanswered: bytes | None = None  # committed audio that no response answered yet
         self._emit("session.created", session=self._session_object())
         for turn in self.history:
-            self._add_item({**history_item(turn), "id": _new_id("item")})
+            self._items.add({**history_item(turn), "id": new_id("item")})
 
-    async def send(self, event: str) -> None:
-        """Handle one GA client event; answers arrive through `receive`."""
-        if self._closed:
+    def start(self, events: EngineEvents) -> None:
+        self._out.start(events)
+
+    def send(self, event: bytes | str) -> None:
+        """Handle one GA client event; the answers go to the connection at once."""
+        if self._out.closed:
             raise UpstreamClosed("the local engine conversation is closed", 1000)
         try:
             parsed = json.loads(event)
@@ -129,23 +121,16 @@ class LocalSession(EngineSession):
         except (TypeError, ValueError, AttributeError):  # a field of the wrong shape
             self._error("invalid_value", f"`{kind}` has a field of the wrong type", parsed)
 
-    async def receive(self) -> str:
-        """The next server event; raises `UpstreamClosed` once the conversation is closed."""
-        event = await self._outbox.get()
-        if event is None:
-            self._outbox.put_nowait(None)  # every later call fails the same way
-            raise UpstreamClosed("the local engine conversation was closed", 1000)
-        return event
+    def pause_reading(self) -> None:
+        self._out.pause()
+
+    def resume_reading(self) -> None:
+        self._out.resume()
 
     async def close(self) -> None:
-        """Stop any playback and end the event stream; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._active is not None and self._active.task is not None:
-            self._active.task.cancel()
-        self._active = None
-        self._outbox.put_nowait(None)
+        """Stop any playback; nothing is delivered afterwards. Safe to call twice."""
+        self._out.close()
+        self._replies.stop()
 
     # -- client events ---------------------------------------------------------------------
 
@@ -165,8 +150,10 @@ class LocalSession(EngineSession):
     def _on_commit(self, event: dict[str, Any]) -> None:
         if not self._buffer:
             self._error("input_audio_buffer_commit_empty", "the input audio buffer is empty", event)
-        else:
-            self._commit(len(self._buffer), respond=True)
+        else:  # with turn detection off, only `response.create` answers (as OpenAI does)
+            detection = self.config.turn_detection
+            respond = detection is not None and detection.get("create_response") is not False
+            self._commit(len(self._buffer), respond=respond)
 
     def _on_clear(self, event: dict[str, Any]) -> None:
         self._buffer.clear()
@@ -175,18 +162,22 @@ class LocalSession(EngineSession):
         self._emit("input_audio_buffer.cleared")
 
     def _on_response_create(self, event: dict[str, Any]) -> None:
-        if self._active is not None:
+        metadata = _dict(event.get("response")).get("metadata")
+        if self._replies.active is not None:
             self._error("conversation_already_has_active_response", "a response is active", event)
         elif self._buffer:
-            self._commit(len(self._buffer), respond=True)
+            self._commit(len(self._buffer), respond=True, metadata=metadata)
+        elif self._unanswered is not None:  # push-to-talk: commit, then response.create
+            audio, self._unanswered = self._unanswered, None
+            self._replies.respond(audio, _heard(len(audio)), metadata)
         else:
-            self._respond(b"", self._text_answer())
+            self._replies.respond(b"", self._text_answer(), metadata)
 
     def _on_response_cancel(self, event: dict[str, Any]) -> None:
-        if self._active is None:
+        if self._replies.active is None:
             self._error("response_cancel_not_active", "no response is in progress", event)
         else:
-            self._cancel_response("client_cancelled")
+            self._replies.cancel("client_cancelled")
 
     def _on_session_update(self, event: dict[str, Any]) -> None:
         session = _dict(event.get("session"))
@@ -209,23 +200,30 @@ class LocalSession(EngineSession):
         if not isinstance(item, dict):
             self._error("invalid_value", "`item` must be an object", event)
         else:
-            self._add_item({**item, "id": item.get("id") or _new_id("item")})
+            self._items.add({**item, "id": item.get("id") or new_id("item")})
 
     def _on_item_truncate(self, event: dict[str, Any]) -> None:
         if str(event.get("item_id")) not in self.items:
-            self._error("item_not_found", "no such item", event)
+            self._error("item_truncate_invalid_item_id", "no such item", event)
             return
         fields = {k: event.get(k) for k in ("item_id", "content_index", "audio_end_ms")}
         self._emit("conversation.item.truncated", **fields)
 
+    def _on_item_retrieve(self, event: dict[str, Any]) -> None:
+        item = self.items.get(str(event.get("item_id")))
+        if item is None:
+            self._error("item_retrieve_invalid_item_id", "no such item", event)
+        else:
+            self._emit("conversation.item.retrieved", item=item)
+
     def _on_item_delete(self, event: dict[str, Any]) -> None:
         item_id = event.get("item_id")
         if not isinstance(item_id, str) or self.items.pop(item_id, None) is None:
-            self._error("item_not_found", "no such item", event)
+            self._error("item_delete_invalid_item_id", "no such item", event)
         else:
             self._emit("conversation.item.deleted", item_id=item_id)
 
-    _HANDLERS: ClassVar[dict[str, Callable[[LocalSession, dict[str, Any]], None]]] = {
+    _HANDLERS: ClassVar[dict[str, Callable[[LocalConversation, dict[str, Any]], None]]] = {
         "input_audio_buffer.append": _on_append,
         "input_audio_buffer.commit": _on_commit,
         "input_audio_buffer.clear": _on_clear,
@@ -235,6 +233,7 @@ class LocalSession(EngineSession):
         "conversation.item.create": _on_item_create,
         "conversation.item.truncate": _on_item_truncate,
         "conversation.item.delete": _on_item_delete,
+        "conversation.item.retrieve": _on_item_retrieve,
     }
 
     # -- turns and responses ---------------------------------------------------------------
@@ -244,29 +243,29 @@ class LocalSession(EngineSession):
         self._vad.silence_ms = silence if isinstance(silence, int) and silence > 0 else 500
         for kind, offset in self._vad.scan(self._buffer):
             if kind == "speech_started":
-                self._speech_item = _new_id("item")
+                self._speech_item = new_id("item")
                 start = {"audio_start_ms": _ms(self._heard + offset), "item_id": self._speech_item}
                 self._emit("input_audio_buffer.speech_started", **start)
-                if self._active is not None and detection.get("interrupt_response", True):
-                    self._cancel_response("turn_detected")  # the user talks over the answer
+                if self._replies.active is not None and detection.get("interrupt_response", True):
+                    self._replies.cancel("turn_detected")  # the user talks over the answer
             else:
                 end = {"audio_end_ms": _ms(self._heard + offset), "item_id": self._speech_item}
                 self._emit("input_audio_buffer.speech_stopped", **end)
                 self._commit(offset, respond=detection.get("create_response", True) is not False)
 
-    def _commit(self, size: int, *, respond: bool) -> None:
+    def _commit(self, size: int, *, respond: bool, metadata: Any = None) -> None:
         """Commit the first `size` buffered bytes as a user turn, and answer it if `respond`."""
         audio = bytes(self._buffer[:size])
         del self._buffer[:size]
         self._vad.reset()
-        item_id, self._speech_item = self._speech_item or _new_id("item"), None
+        item_id, self._speech_item = self._speech_item or new_id("item"), None
         self._heard += size
         self._emit(
-            "input_audio_buffer.committed", previous_item_id=self._last_item, item_id=item_id
+            "input_audio_buffer.committed", previous_item_id=self._items.last, item_id=item_id
         )
         transcript = f"({_seconds(size)} seconds of audio)"
         content = [{"type": "input_audio", "transcript": None}]
-        self._add_item({"id": item_id, "type": "message", "role": "user", "content": content})
+        self._items.add({"id": item_id, "type": "message", "role": "user", "content": content})
         content[0]["transcript"] = transcript
         usage = {"type": "duration", "seconds": round(size / BYTES_PER_SECOND, 3)}
         self._emit(
@@ -277,96 +276,23 @@ class LocalSession(EngineSession):
             usage=usage,
         )
         if respond:
-            self._cancel_response("turn_detected")
-            self._respond(audio, f"I heard {_seconds(size)} seconds of audio")
+            self._unanswered = None
+            self._replies.cancel("turn_detected")
+            self._replies.respond(audio, _heard(size), metadata)
+        else:
+            self._unanswered = audio
 
     def _text_answer(self) -> str:
-        last = self.items.get(self._last_item or "", {})
+        last = self.items.get(self._items.last or "", {})
         if last.get("role") == "user":  # a text message from the user: echo its words
             for part in last.get("content") or ():
                 if isinstance(part, dict) and isinstance(part.get("text"), str):
                     return f"You said: {part['text']}"
         return f"No new audio to echo. I remember {len(self.history)} earlier turns."
 
-    def _respond(self, audio: bytes, transcript: str) -> None:
-        response = self._active = _Response(_new_id("resp"), _new_id("item"))
-        item = assistant_item(response.item_id, "in_progress", None)
-        self._emit(
-            "response.created", response=response_object(response.response_id, "in_progress")
-        )
-        self._emit("response.output_item.added", **response.ids, output_index=0, item=item)
-        self._emit("conversation.item.added", previous_item_id=self._last_item, item=item)
-        part = {"type": "output_audio", "transcript": ""}
-        self._emit("response.content_part.added", **response.ids, **_AT, part=part)
-        if audio:
-            response.task = asyncio.create_task(self._play(response, audio, transcript))
-        else:
-            self._finish(response, transcript)
-
-    async def _play(self, response: _Response, audio: bytes, transcript: str) -> None:
-        step = self._engine.chunk_bytes
-        for offset in range(0, len(audio), step):
-            if offset:  # yield between chunks, so that a cancel can land
-                await asyncio.sleep(self._engine.chunk_interval)
-            delta = base64.b64encode(audio[offset : offset + step]).decode("ascii")
-            self._emit("response.output_audio.delta", **response.ids, **_AT, delta=delta)
-        self._finish(response, transcript)
-
-    def _finish(self, response: _Response, transcript: str) -> None:
-        self._emit("response.output_audio.done", **response.ids, **_AT)
-        self._emit(
-            "response.output_audio_transcript.delta", **response.ids, **_AT, delta=transcript
-        )
-        done = {**response.ids, **_AT, "transcript": transcript}
-        self._emit("response.output_audio_transcript.done", **done)
-        part = {"type": "output_audio", "transcript": transcript}
-        self._emit("response.content_part.done", **response.ids, **_AT, part=part)
-        self._end(response, "completed", transcript, None)
-
-    def _cancel_response(self, reason: str) -> None:
-        """End the active response as cancelled, now; its playback task emits nothing more."""
-        response = self._active
-        if response is None:
-            return
-        if response.task is not None:
-            response.task.cancel()
-        self._emit("response.output_audio.done", **response.ids, **_AT)
-        self._end(response, "cancelled", None, {"type": "cancelled", "reason": reason})
-
-    def _end(self, response: _Response, status: str, transcript: str | None, details: Any) -> None:
-        item_status = "completed" if status == "completed" else "incomplete"
-        item = assistant_item(response.item_id, item_status, transcript)
-        where = {"response_id": response.response_id, "output_index": 0}
-        self._emit("response.output_item.done", **where, item=item)
-        self.items[response.item_id] = item
-        self._emit("conversation.item.done", previous_item_id=self._last_item, item=item)
-        self._last_item = response.item_id
-        body = response_object(response.response_id, status, [item])
-        body["status_details"] = details
-        self._emit("response.done", response=body)
-        self._active = None
-
-    # -- event shapes ----------------------------------------------------------------------
-
-    def _add_item(self, item: dict[str, Any]) -> None:
-        item = {**item, "object": "realtime.item", "status": "completed"}
-        self.items[item["id"]] = item
-        self._emit("conversation.item.added", previous_item_id=self._last_item, item=item)
-        self._emit("conversation.item.done", previous_item_id=self._last_item, item=item)
-        self._last_item = item["id"]
-
     def _session_object(self) -> dict[str, Any]:
         session = session_config(self.config)
-        session.update(id=self.session_id, object="realtime.session", model="voicegate-local")
+        session["model"] = "voicegate-local"
+        # What the engine does, spelled out as OpenAI does (SDKs read `interrupt_response`).
+        session["audio"]["input"]["turn_detection"] = with_defaults(self.config.turn_detection)
         return session
-
-    def _emit(self, kind: str, **fields: Any) -> None:
-        if not self._closed:
-            event_id = f"event_local_{next(self._event_ids)}"
-            self._outbox.put_nowait(dumps({"type": kind, "event_id": event_id, **fields}))
-
-    def _error(self, code: str, message: str, event: dict[str, Any] | None = None) -> None:
-        error: dict[str, Any] = {"type": "invalid_request_error", "code": code, "message": message}
-        if event and isinstance(event.get("event_id"), str):
-            error["event_id"] = event["event_id"]
-        self._emit("error", error=error)

@@ -1,44 +1,53 @@
-"""The OpenAI Realtime engine: one GA Realtime WebSocket per conversation.
+"""The OpenAI Realtime engine: one GA Realtime WebSocket per conversation, over picows.
 
-Events are relayed as text, untouched: the engine only speaks on its own at set-up (the
-`session.update` with the server's configuration, then the replayed history). Failures are mapped
-at this boundary: a refused credential or an exhausted quota is `UpstreamRejected` and never
-retried; anything that may pass (refused connection, 5xx, 429 rate limit, timeout) is retried
-with backoff and ends as `UpstreamUnavailable`. The API key appears in no message.
+Events are relayed untouched and unparsed: each server frame goes to the voice connection from
+the callback that read it. The engine only speaks on its own at set-up (the `session.update`
+with the server's configuration, then the replayed history). Failures are mapped at this
+boundary: a refused credential or an exhausted quota is `UpstreamRejected` and never retried;
+anything that may pass (refused connection, 5xx, 429, timeout) is retried with backoff and ends
+as `UpstreamUnavailable`. The API key appears in no message.
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
+import functools
 import json
 import logging
+from collections import deque
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import (
-    ConnectionClosed,
-    InvalidHandshake,
-    InvalidProxy,
-    InvalidStatus,
-    InvalidURI,
+from picows import (
+    WSCloseCode,
+    WSError,
+    WSFrame,
+    WSHandshakeError,
+    WSInvalidURL,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    ws_connect,
 )
 
+from voicegate._frames import MessageTooLarge, Reassembler
 from voicegate._redact import mask_text
 from voicegate._retry import Backoff, retry
 from voicegate.conversation import Turn
 from voicegate.engines._ga import history_events, session_update_event
-from voicegate.engines.base import Engine, EngineConfig, EngineSession
+from voicegate.engines.base import Engine, EngineConfig, EngineConversation, EngineEvents
 from voicegate.errors import UpstreamClosed, UpstreamRejected, UpstreamUnavailable
 
 if TYPE_CHECKING:
     from voicegate.config import Settings
 
-__all__ = ["OpenAIEngine", "OpenAISession"]
+__all__ = ["OpenAIConversation", "OpenAIEngine", "realtime_url"]
 
 log = logging.getLogger("voicegate.engines.openai")
+# An adapter, not a Logger: picows makes a child Logger for every connection from a Logger.
+_PICOWS_LOG = logging.LoggerAdapter(logging.getLogger("picows.upstream"))
 
 # Codes of a first `error` event (or of a handshake refusal's body) that no retry will cure.
 REJECTION_CODES = frozenset(
@@ -46,6 +55,10 @@ REJECTION_CODES = frozenset(
 )
 _RETRIED_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # session events can be large; audio deltas are ~100 ms
+# picows grows its read buffer as messages need (and keeps it); an idle conversation stays small.
+READ_BUFFER_BYTES = 2048
+_TEXT, _BINARY, _CLOSE = WSMsgType.TEXT, WSMsgType.BINARY, WSMsgType.CLOSE
+_CONTINUATION = WSMsgType.CONTINUATION
 
 
 class _Transient(Exception):
@@ -94,59 +107,76 @@ class OpenAIEngine(Engine):
     def __repr__(self) -> str:
         return f"OpenAIEngine(url={self.url!r})"
 
-    async def connect(self, config: EngineConfig, history: list[Turn]) -> OpenAISession:
+    async def connect(self, config: EngineConfig, history: Sequence[Turn]) -> OpenAIConversation:
         """Open a configured conversation with `history` replayed, retrying what may pass."""
 
         def on_retry(attempt: int, exc: BaseException, delay: float) -> None:
             log.warning(
                 "Upstream connect failed (attempt %d/%d): %s; retrying in %.2fs",
-                attempt, self.backoff.attempts, exc, delay,
-            )  # fmt: skip
+                attempt,
+                self.backoff.attempts,
+                exc,
+                delay,
+            )
 
         try:
             return await retry(
-                lambda: self._open(config, history), self.backoff,
-                retry_on=(_Transient,), on_retry=on_retry,
-            )  # fmt: skip
+                lambda: self._open(config, history),
+                self.backoff,
+                retry_on=(_Transient,),
+                on_retry=on_retry,
+            )
         except _Transient as exc:
             raise UpstreamUnavailable(
                 f"OpenAI Realtime unreachable after {self.backoff.attempts} attempts: {exc}"
             ) from None
 
-    async def _open(self, config: EngineConfig, history: list[Turn]) -> OpenAISession:
+    async def _open(self, config: EngineConfig, history: Sequence[Turn]) -> OpenAIConversation:
         """One attempt: handshake, `session.update`, first server event, history."""
         try:
-            ws = await connect(
+            transport, listener = await ws_connect(
+                _UpstreamListener,
                 self.url,
-                additional_headers={"Authorization": f"Bearer {self._api_key}"},
-                compression=None,  # audio does not compress; deflate would only cost CPU
-                max_size=MAX_MESSAGE_BYTES,
-                open_timeout=self.open_timeout,
-                close_timeout=2,
+                extra_headers={"Authorization": f"Bearer {self._api_key}"},
+                websocket_handshake_timeout=self.open_timeout,
+                max_frame_size=MAX_MESSAGE_BYTES,
+                read_buffer_init_size=READ_BUFFER_BYTES,
+                logger_name=_PICOWS_LOG,
+                # The event loop's own transport (uvloop's, in C): aiofastnet's, which picows
+                # picks by default when installed, costs ~5 KB more per idle conversation.
+                use_aiofastnet=False,
             )
-        except InvalidStatus as exc:
+        except WSHandshakeError as exc:
             raise self._refusal(exc) from None
-        except (InvalidURI, InvalidProxy) as exc:  # configuration: no retry will change it
+        except WSInvalidURL as exc:  # configuration: no retry will change it
             raise UpstreamUnavailable(f"cannot connect to the upstream: {exc}") from None
-        except (OSError, TimeoutError, InvalidHandshake) as exc:
+        except (OSError, TimeoutError, WSError) as exc:
             raise _Transient(self._describe(exc)) from None
+        assert isinstance(listener, _UpstreamListener)
+        conversation = OpenAIConversation(transport, listener)
         try:
-            first = await self._set_up(ws, config, history)
+            await self._set_up(conversation, listener, config, history)
         except BaseException:
-            await ws.close()
+            await conversation.close()
             raise
-        return OpenAISession(ws, first)
+        return conversation
 
-    async def _set_up(self, ws: ClientConnection, config: EngineConfig, history: list[Turn]) -> str:
-        # If the upstream already closed, the refusal it sent first is still readable below.
-        with contextlib.suppress(ConnectionClosed):
-            await ws.send(session_update_event(config))
+    async def _set_up(
+        self,
+        conversation: OpenAIConversation,
+        listener: _UpstreamListener,
+        config: EngineConfig,
+        history: Sequence[Turn],
+    ) -> None:
+        # If the upstream already closed, the refusal it sent first is still read below.
+        with contextlib.suppress(UpstreamClosed):
+            conversation.send(session_update_event(config))
         try:
             async with asyncio.timeout(self.open_timeout):
-                first = _text(await ws.recv())
+                first = await listener.first_event
         except TimeoutError:
             raise _Transient("no event from the upstream after connecting") from None
-        except ConnectionClosed as exc:
+        except UpstreamClosed as exc:
             raise self._closed_during_set_up(exc) from None
         code = _error_code(first)
         if code is not None:
@@ -155,14 +185,15 @@ class OpenAIEngine(Engine):
             raise _Transient(f"upstream error event at set-up: {code}")
         try:
             for event in history_events(history):
-                await ws.send(event)
-        except ConnectionClosed as exc:
+                conversation.send(event)
+        except UpstreamClosed as exc:
             raise self._closed_during_set_up(exc) from None
-        return first
 
-    def _refusal(self, exc: InvalidStatus) -> Exception:
-        status = exc.response.status_code
-        body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
+    def _refusal(self, exc: WSHandshakeError) -> Exception:
+        if exc.response is None:  # no HTTP answer at all: a broken connection
+            return _Transient(self._describe(exc))
+        status = int(exc.response.status)
+        body = (exc.raw_body or b"").decode("utf-8", "replace")
         code = next((c for c in REJECTION_CODES if c in body), None)
         if status in (401, 403) or code is not None:
             reason = code or ("invalid_api_key" if status == 401 else "forbidden")
@@ -175,9 +206,8 @@ class OpenAIEngine(Engine):
             "check OPENAI_REALTIME_URL and OPENAI_REALTIME_MODEL"
         )
 
-    def _closed_during_set_up(self, exc: ConnectionClosed) -> Exception:
-        reason = exc.rcvd.reason if exc.rcvd else ""
-        code = next((c for c in REJECTION_CODES if c in reason), None)
+    def _closed_during_set_up(self, exc: UpstreamClosed) -> Exception:
+        code = next((c for c in REJECTION_CODES if c in str(exc)), None)
         if code is not None:
             return UpstreamRejected(f"OpenAI Realtime refused the session: {code}")
         return _Transient(f"closed during set-up ({self._describe(exc)})")
@@ -188,42 +218,129 @@ class OpenAIEngine(Engine):
         return mask_text(text, (self._api_key,))
 
 
-class OpenAISession(EngineSession):
-    """An open Realtime WebSocket. Events pass as text; audio frames are never parsed."""
+class _UpstreamListener(WSListener):
+    """picows callbacks of one upstream connection.
 
-    def __init__(self, ws: ClientConnection, first_event: str | None = None) -> None:
-        self._ws = ws
-        # The first server event, read at set-up to spot a refusal, is still the client's.
-        self._pending = collections.deque([first_event] if first_event is not None else [])
+    Events wait in `pending` until the conversation is started, then go straight to the voice
+    connection from `on_ws_frame`, the callback that read them.
+    """
 
-    async def send(self, event: str) -> None:
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: EngineEvents | None = None
+        self.pending: deque[bytes] = deque()
+        self.first_event: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.closed: UpstreamClosed | None = None
+        self._fragments = Reassembler(MAX_MESSAGE_BYTES)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind in (_TEXT, _BINARY) and frame.fin:  # the hot path
+            events = self.events
+            if events is not None:
+                events.on_engine_event(frame.get_payload_as_memoryview())
+            else:
+                self._keep(frame.get_payload_as_bytes())
+        elif kind == _CLOSE:
+            code, reason = frame.get_close_code().value, frame.get_close_reason() or ""
+            self.closed = UpstreamClosed(
+                f"the upstream closed the connection (code {code})"
+                + (f": {reason}" if reason else ""),
+                code,
+            )
+            transport.send_close(frame.get_close_code())
+            transport.disconnect()
+        elif kind in (_TEXT, _BINARY, _CONTINUATION):
+            try:
+                message = self._fragments.add(frame)
+            except MessageTooLarge:
+                transport.send_close(WSCloseCode.MESSAGE_TOO_BIG)
+                transport.disconnect()
+                return
+            if message is not None:
+                if self.events is not None:
+                    self.events.on_engine_event(message)
+                else:
+                    self._keep(message)
+
+    def _keep(self, event: bytes) -> None:
+        self.pending.append(event)
+        if not self.first_event.done():
+            self.first_event.set_result(event)
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        closed = self.closed or UpstreamClosed("the upstream connection was lost (code 1006)", 1006)
+        self.closed = closed
+        if not self.first_event.done():
+            self.first_event.set_exception(closed)
+            self.first_event.exception()  # retrieved: set-up may already have given up
+        events, self.events = self.events, None
+        if events is not None:
+            events.on_engine_closed(closed)
+
+    def pause_writing(self) -> None:
+        if self.events is not None:
+            self.events.on_engine_backpressure(True)
+
+    def resume_writing(self) -> None:
+        if self.events is not None:
+            self.events.on_engine_backpressure(False)
+
+
+class OpenAIConversation(EngineConversation):
+    """An open Realtime WebSocket. Events pass as bytes; audio frames are never parsed."""
+
+    def __init__(self, transport: WSTransport, listener: _UpstreamListener) -> None:
+        self._transport = transport
+        self._listener = listener
+        self._closing = False
+
+    def start(self, events: EngineEvents) -> None:
+        listener = self._listener
+        while listener.pending:
+            events.on_engine_event(listener.pending.popleft())
+        if listener.closed is not None:
+            events.on_engine_closed(listener.closed)
+        else:
+            listener.events = events
+
+    def send(self, event: bytes | str) -> None:
         """Send one GA client event as it is."""
-        try:
-            await self._ws.send(event)
-        except ConnectionClosed as exc:
-            raise _upstream_closed(exc) from None
+        if self._listener.closed is not None or self._closing:
+            raise UpstreamClosed(
+                str(self._listener.closed or "the conversation is closed"),
+                self._listener.closed.code if self._listener.closed else 1000,
+            )
+        self._transport.send(_TEXT, event)
 
-    async def receive(self) -> str:
-        """The next server event, as text."""
-        if self._pending:
-            return self._pending.popleft()
-        try:
-            return _text(await self._ws.recv())
-        except ConnectionClosed as exc:
-            raise _upstream_closed(exc) from None
+    def sender(self) -> Callable[[bytes], None]:
+        # picows drops a frame sent after the close or the disconnect.
+        return functools.partial(self._transport.send, _TEXT)
+
+    def pause_reading(self) -> None:
+        self._transport.underlying_transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if not self._transport.underlying_transport.is_closing():
+            self._transport.underlying_transport.resume_reading()
 
     async def close(self) -> None:
         """Close the WebSocket (normal closure); safe to call twice."""
-        await self._ws.close()
+        self._listener.events = None
+        if self._closing:
+            return
+        self._closing = True
+        if self._listener.closed is None:
+            self._transport.send_close(WSCloseCode.OK)
+        self._transport.disconnect()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2):
+                await self._transport.wait_disconnected()
 
 
-def _text(message: str | bytes) -> str:
-    return message if isinstance(message, str) else message.decode("utf-8", "replace")
-
-
-def _error_code(event: str) -> str | None:
+def _error_code(event: bytes) -> str | None:
     """The `error.code` (or `error.type`) of an `error` event, else None. Set-up only."""
-    if '"error"' not in event[:200]:
+    if b'"error"' not in event[:200]:
         return None
     try:
         parsed: Any = json.loads(event)
@@ -236,10 +353,3 @@ def _error_code(event: str) -> str | None:
         return "unknown_error"
     code = error.get("code") or error.get("type") or "unknown_error"
     return str(code)
-
-
-def _upstream_closed(exc: ConnectionClosed) -> UpstreamClosed:
-    frame = exc.rcvd or exc.sent
-    code = frame.code if frame is not None else 1006
-    reason = f": {frame.reason}" if frame is not None and frame.reason else ""
-    return UpstreamClosed(f"the upstream closed the connection (code {code}){reason}", code)

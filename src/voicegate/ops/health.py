@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 from dataclasses import dataclass
 from typing import Any
 
 from voicegate.config import Settings
-from voicegate.storage import MemoryBackend, ResilientBackend
+from voicegate.storage import RedisFigures, StateBackend
 
 __all__ = ["THRESHOLDS", "Alert", "alerts_for", "health_report"]
 
@@ -29,28 +30,29 @@ class Alert:
         return {"name": self.name, "value": self.value, "threshold": self.threshold}
 
 
-def alerts_for(info: dict[str, Any], latency_ms: float | None) -> list[Alert]:
-    """The thresholds that Redis's `INFO` figures and the measured latency cross now."""
+def alerts_for(figures: RedisFigures) -> list[Alert]:
+    """The thresholds that Redis's figures cross now."""
     alerts: list[Alert] = []
-    maxmemory = int(info.get("maxmemory") or 0)
+    maxmemory = figures.maxmemory or 0
     if maxmemory > 0:
-        percent = round(100 * int(info.get("used_memory") or 0) / maxmemory, 1)
+        percent = round(100 * (figures.used_memory or 0) / maxmemory, 1)
         if percent > THRESHOLDS["redis_memory_percent"]:
             alerts.append(
                 Alert("redis_memory_percent", percent, THRESHOLDS["redis_memory_percent"])
             )
-    clients = int(info.get("connected_clients") or 0)
+    clients = figures.connected_clients or 0
     if clients > THRESHOLDS["redis_connected_clients"]:
         alerts.append(
             Alert("redis_connected_clients", clients, THRESHOLDS["redis_connected_clients"])
         )
-    if latency_ms is not None and latency_ms > THRESHOLDS["redis_latency_ms"]:
-        alerts.append(Alert("redis_latency_ms", latency_ms, THRESHOLDS["redis_latency_ms"]))
+    if figures.latency_ms > THRESHOLDS["redis_latency_ms"]:
+        latency = figures.latency_ms
+        alerts.append(Alert("redis_latency_ms", latency, THRESHOLDS["redis_latency_ms"]))
     return alerts
 
 
 async def redis_report(
-    settings: Settings, storage: MemoryBackend | ResilientBackend
+    settings: Settings, storage: StateBackend
 ) -> tuple[dict[str, Any], list[Alert]]:
     """The `redis` object of the health report, and the alerts it raises."""
     report: dict[str, Any] = {
@@ -63,24 +65,23 @@ async def redis_report(
         "used_memory_human": None,
         "latency_ms": None,
     }
-    figures = await storage.figures() if isinstance(storage, ResilientBackend) else None
+    # Figures first: while Redis serves, a PING that fails here opens the circuit, and `shared`
+    # below says so. In fallback they are still read if Redis answers reads (out of memory).
+    figures = await storage.figures()
+    report.update(redis_available=storage.shared, using_fallback=not storage.shared)
     if figures is None:
         return report, []
-    latency, info = round(figures[0], 2), figures[1]
+    figures = dataclasses.replace(figures, latency_ms=round(figures.latency_ms, 2))
     report.update(
-        redis_available=True,
-        using_fallback=False,
-        redis_version=info.get("redis_version"),
-        connected_clients=info.get("connected_clients"),
-        used_memory_human=info.get("used_memory_human"),
-        latency_ms=latency,
+        redis_version=figures.version,
+        connected_clients=figures.connected_clients,
+        used_memory_human=figures.used_memory_human,
+        latency_ms=figures.latency_ms,
     )
-    return report, alerts_for(info, latency)
+    return report, alerts_for(figures)
 
 
-async def health_report(
-    settings: Settings, storage: MemoryBackend | ResilientBackend
-) -> dict[str, Any]:
+async def health_report(settings: Settings, storage: StateBackend) -> dict[str, Any]:
     """`GET /api/v1/voice/health`: always answered, whatever state Redis is in."""
     redis, alerts = await redis_report(settings, storage)
     if not settings.enable_voice_realtime:

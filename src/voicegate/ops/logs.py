@@ -36,7 +36,7 @@ class MaskingFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         if not self._json:
-            return mask_text(super().format(record), self._secrets)
+            return mask_text(self._text(record), self._secrets)
         entry: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -57,6 +57,27 @@ class MaskingFormatter(logging.Formatter):
             k: mask_text(v, self._secrets) if isinstance(v, str) else v for k, v in entry.items()
         }
         return json.dumps(masked, ensure_ascii=False, default=str)
+
+    def _text(self, record: logging.LogRecord) -> str:
+        """One text line; control characters in its fields are escaped, so a value (a user id
+        with a newline, say) cannot forge a line. Only a traceback spans several lines."""
+        record.message = record.getMessage().translate(_ESCAPES)
+        record.asctime = self.formatTime(record, self.datefmt)
+        text = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            text = f"{text}\n{record.exc_text}"
+        if record.stack_info:
+            text = f"{text}\n{self.formatStack(record.stack_info)}"
+        return text
+
+
+# C0 and C1 controls, DEL and the Unicode line separators, as visible escapes.
+_ESCAPES = {
+    code: f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    for code in (*range(0x20), 0x7F, *range(0x80, 0xA0), 0x2028, 0x2029)
+}
 
 
 def configure_logging(settings: Settings) -> None:

@@ -7,7 +7,7 @@ import logging
 import math
 
 from voicegate.ops import metrics
-from voicegate.storage import MemoryBackend, ResilientBackend
+from voicegate.storage import StateBackend
 
 __all__ = ["RedisSampler"]
 
@@ -21,20 +21,29 @@ class RedisSampler:
     follows the storage's state changes at once, not at the next sample.
     """
 
-    def __init__(self, storage: MemoryBackend | ResilientBackend, interval: float) -> None:
+    def __init__(self, storage: StateBackend, interval: float) -> None:
         self.storage = storage
         self.interval = interval
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self.run(), name="redis-sampler")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
 
     async def run(self) -> None:
         """Sample until cancelled (the app's lifespan cancels it at shutdown)."""
-        if not isinstance(self.storage, ResilientBackend):
+        storage = self.storage
+        if storage.name == "memory":
             # REDIS_ENABLED=false: memory by choice, not a fallback; there is no Redis to sample.
             metrics.REDIS_FALLBACK.set(0)
             _clear_sampled()
             return
-        storage = self.storage
-        storage.listeners.append(_on_state_change)
-        _on_state_change(storage.available)
+        storage.add_listener(_on_state_change)
+        _on_state_change(storage.shared)
         while True:
             try:
                 await self.sample(storage)
@@ -43,18 +52,17 @@ class RedisSampler:
             await asyncio.sleep(self.interval)
 
     @staticmethod
-    async def sample(storage: ResilientBackend) -> None:
+    async def sample(storage: StateBackend) -> None:
         """Read Redis's figures once into the gauges (NaN while Redis is unreachable)."""
         figures = await storage.figures()
         if figures is None:
             _clear_sampled()
             return
-        latency, info = figures
-        metrics.REDIS_LATENCY.set(latency)
-        metrics.REDIS_OPS_PER_SECOND.set(float(info.get("instantaneous_ops_per_sec") or 0))
-        metrics.REDIS_CONNECTED_CLIENTS.set(float(info.get("connected_clients") or 0))
-        metrics.REDIS_USED_MEMORY.set(float(info.get("used_memory") or 0))
-        metrics.REDIS_MAXMEMORY.set(float(info.get("maxmemory") or 0))
+        metrics.REDIS_LATENCY.set(figures.latency_ms)
+        metrics.REDIS_OPS_PER_SECOND.set(figures.ops_per_second or 0.0)
+        metrics.REDIS_CONNECTED_CLIENTS.set(figures.connected_clients or 0)
+        metrics.REDIS_USED_MEMORY.set(figures.used_memory or 0)
+        metrics.REDIS_MAXMEMORY.set(figures.maxmemory or 0)
 
 
 def _on_state_change(available: bool) -> None:

@@ -1,42 +1,58 @@
-"""Where the gateway keeps sessions, rate limits and leases."""
+"""Where the gateway keeps sessions, rate limits, leases, resumable sessions and small values.
+
+`create_backend` is the one place that names concrete backends; everything else is typed
+against `StateBackend`.
+"""
 
 from __future__ import annotations
 
-from voicegate.config import Settings
+from voicegate._retry import Backoff
 from voicegate.storage.base import (
     Decision,
     Lease,
-    RateLimiter,
+    LeaseRef,
+    RateWindow,
+    RedisFigures,
     SessionRecord,
-    SessionStore,
     StateBackend,
+    ValueKind,
 )
+from voicegate.storage.client import client_for
 from voicegate.storage.memory import MemoryBackend
-from voicegate.storage.redis import RedisBackend, client_from_url
+from voicegate.storage.redis import RedisBackend
 from voicegate.storage.resilient import ResilientBackend
+from voicegate.storage.target import RedisTarget
 
 __all__ = [
     "Decision",
     "Lease",
+    "LeaseRef",
     "MemoryBackend",
-    "RateLimiter",
+    "RateWindow",
     "RedisBackend",
+    "RedisFigures",
+    "RedisTarget",
     "ResilientBackend",
     "SessionRecord",
-    "SessionStore",
     "StateBackend",
-    "backend_from_settings",
+    "ValueKind",
+    "client_for",
+    "create_backend",
 ]
 
 
-def backend_from_settings(settings: Settings) -> MemoryBackend | ResilientBackend:
-    """Memory alone when `REDIS_ENABLED=false`, else Redis with the memory fallback.
-
-    Nothing connects here; `ResilientBackend.start()` does, in the app's lifespan.
-    """
-    if not settings.redis_enabled:
+def create_backend(
+    target: RedisTarget | None, *, op_timeout: float, backoff: Backoff
+) -> StateBackend:
+    """Memory alone when `target` is None (`REDIS_ENABLED=false`), else Redis with the memory
+    fallback. Nothing connects here: `start()` does, in the app's lifespan."""
+    if target is None:
         return MemoryBackend()
-    url = settings.redis_url.get_secret_value()
     # Socket timeouts a little above the per-command bound: the bound is enforced above them.
-    client = client_from_url(url, timeout=max(settings.redis_op_timeout * 2, 0.5))
-    return ResilientBackend(RedisBackend(client), settings)
+    client = client_for(target, timeout=max(op_timeout * 2, 0.5))
+    return ResilientBackend(
+        RedisBackend(client, secrets=target.secrets),
+        op_timeout=op_timeout,
+        backoff=backoff,
+        masked_url=target.masked,
+    )

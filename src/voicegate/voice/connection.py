@@ -1,13 +1,10 @@
-"""One admitted voice connection: the relay both ways, the session record, the time cap.
+"""One client connection: admission, the relay both ways, and how it ends.
 
-Two tasks run beside each other until one of them, or the gateway, decides how it ends:
-
-    client → engine   translate and forward client events (audio frames are not parsed)
-    engine → client   forward server events, note finished turns for the session record
-
-The record is written after a turn or a preference change (never per frame), by a short task
-started only then; a timer enforces the per-connection cap (`session.timeout`, then 4008). The
-lease is renewed by the gateway's one heartbeat for all connections (gateway.py).
+The relay runs inside the callbacks that read each message: a client frame is checked and sent
+to the engine from the transport's read callback, an engine event renamed (for beta clients),
+noted (finished turns) and sent to the client from the engine's. No task, no queue per message.
+The connection's life is one `ConnectionState` (voice/state.py), changed only through `_move`.
+How a connection ends is decided once, by `end(EndReason)`; `_shut_down` carries it out.
 """
 
 from __future__ import annotations
@@ -16,307 +13,487 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
+import re
+import secrets
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
-import sentry_sdk
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from voicegate.errors import AdmissionError, ClientEventError, UpstreamClosed
+from voicegate.ops.metrics import RELAY_BYTES, RELAY_MESSAGES, SESSIONS_ACTIVE
+from voicegate.voice.dialect import Dialect, rename_for_beta
+from voicegate.voice.protocol import audio_fast_path, error_event, translate_client_event
+from voicegate.voice.record_keeper import TURN_EVENTS, RecordKeeper
+from voicegate.voice.state import ConnectionState, Ending, EndReason, RelayCounts, check_move
 
-from voicegate.conversation import Turn
-from voicegate.engines import EngineSession
-from voicegate.errors import ClientEventError, EngineError, UpstreamClosed
-from voicegate.ops.metrics import RELAY_BYTES, RELAY_MESSAGES, SESSIONS_ACTIVE, UPSTREAM_RECONNECTS
-from voicegate.voice.protocol import (
-    apply_preferences,
-    error_event,
-    event_type,
-    fit_close_reason,
-    rename_for_beta,
-    translate_client_event,
-)
-from voicegate.voice.service import DRAINING, Admitted, Gateway
+if TYPE_CHECKING:
+    from voicegate.storage import Lease, SessionRecord
+    from voicegate.voice.engine_link import EngineLink
+    from voicegate.voice.service import VoiceService
+    from voicegate.voice.transport import ClientHello, ClientTransport
+
+__all__ = ["VoiceConnection"]
 
 log = logging.getLogger("voicegate.session")
 
-# Server events that end a turn and carry its text: (role, field holding the text).
-_TURN_EVENTS = {
-    "conversation.item.input_audio_transcription.completed": ("user", "transcript"),
-    "response.output_audio_transcript.done": ("assistant", "transcript"),
-    "response.output_text.done": ("assistant", "text"),
+
+# Refusals told the Realtime API's way to SDK clients (`/v1/realtime`): some SDKs retry a close
+# they did not expect unless an `error` event with one of OpenAI's codes came first.
+_SDK_REFUSAL_CODES = {
+    4001: "invalid_api_key",
+    4003: "insufficient_quota",
+    4029: "rate_limit_exceeded",
+    4004: "session_not_found",
+    1008: "feature_disabled",
+    1013: "try_again_later",
 }
+# In a session record's preferences: its client spoke the beta names, so that a resume replays
+# the conversation under them (the replay comes before the client says anything).
+_CLIENT_EVENTS = "client_events"
+_AUDIO_DELTA = b"response.output_audio.delta"
+_BETA_AUDIO_DELTA = b"response.audio.delta"
+_TYPE_FIRST = re.compile(rb'\s*\{\s*"type"\s*:\s*"([^"\\]*)"')
 _CLOSING_SECONDS = 2.0  # longest wait to deliver the last event and the close frame
-DRAINING_EVENT = '{"type": "gateway.draining"}'
+
+
+def _nowhere(event: bytes) -> None:
+    """Where client events go while no engine conversation is open (never while OPEN)."""
+    raise UpstreamClosed("no engine conversation yet", 1006)
 
 
 class VoiceConnection:
-    """The life of one client connection after admission."""
+    """The life of one client connection, from admission to the close frame."""
 
-    def __init__(self, gateway: Gateway, websocket: WebSocket, admitted: Admitted, beta: bool):
-        self.gateway = gateway
-        self.websocket = websocket
-        self.record = admitted.record
-        self.lease = admitted.lease
-        self.engine: EngineSession = admitted.engine
-        self.resumed = admitted.resumed
-        self.config = gateway.engine_config(self.record)
-        self.beta = beta
-        self._close: tuple[int, str] | None = None
-        self._notice: str | None = None
-        self._ended = asyncio.Event()
-        self._finished = asyncio.Event()
-        self._dirty = False
-        self._saving: asyncio.Task[None] | None = None
-        self._engine_ready = asyncio.Event()
-        self._engine_ready.set()
-        self._client_gone = False
-        self._taken_over = False
-        self._counts = [0, 0, 0, 0]  # messages in, bytes in, messages out, bytes out
-        self._log_extra = {
-            "session_id": self.record.session_id,
-            "user_id": self.record.user_id,
-            "engine": gateway.engine.name,
-        }
+    __slots__ = (
+        "_cap_timer",
+        "_counted",
+        "_detail",
+        "_ending",
+        "_held",
+        "_pauses",
+        "_responding",
+        "_slow_timer",
+        "_tasks",
+        "_to_client",
+        "_to_engine",
+        "auto_dialect",
+        "closed",
+        "counts",
+        "dialect",
+        "gateway_events",
+        "hello",
+        "idle_ticks",
+        "keeper",
+        "lease",
+        "link",
+        "record",
+        "resumed",
+        "seen",
+        "service",
+        "state",
+        "transport",
+    )
 
-    # -- lifecycle --------------------------------------------------------------------------
+    def __init__(self, service: VoiceService, transport: ClientTransport, hello: ClientHello):
+        self.service = service
+        self.transport = transport
+        self.hello = hello
+        self.state = ConnectionState.ADMITTING
+        settings = service.settings
+        self.auto_dialect = settings.voice_client_events == "auto"
+        wants_beta = settings.voice_client_events == "beta" or (
+            self.auto_dialect and hello.query.get("events") == "beta"
+        )
+        self.dialect = Dialect.BETA if wants_beta else Dialect.GA
+        # OpenAI's path serves SDKs that stop at events they do not know.
+        self.gateway_events = not hello.openai_path or hello.query.get("gateway_events") == "true"
+        self.counts = RelayCounts()
+        self._to_client = transport.sender()
+        self._to_engine: Callable[[bytes], None] = _nowhere
+        self.seen = True  # a message arrived since the last heartbeat (keepalive)
+        self.idle_ticks = 0
+        self.record: SessionRecord | None = None
+        self.lease: Lease | None = None
+        self.link: EngineLink | None = None
+        self.resumed = False
+        self._responding = False  # between `response.created` and `response.done`
+        self._ending: EndReason | None = None
+        self._held: list[bytes] = []  # client messages read while the engine reconnects
+        self._pauses: set[str] = set()  # why the client's messages are not read now
+        self._cap_timer: asyncio.TimerHandle | None = None
+        self._slow_timer: asyncio.TimerHandle | None = None
+        self._counted = False  # in SESSIONS_ACTIVE
+        self._detail: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.keeper: RecordKeeper | None = None
+        self.closed = asyncio.Event()
 
-    async def run(self) -> None:
-        settings = self.gateway.settings
-        sid = self.record.session_id
-        with sentry_sdk.isolation_scope() as scope:
-            scope.set_tag("session_id", sid)
-            scope.set_tag("engine", self.gateway.engine.name)
-            scope.set_user({"id": self.record.user_id})
-            await self._send(json.dumps({
-                "type": "gateway.session", "session_id": sid, "resumed": self.resumed,
-                "engine": self.gateway.engine.name, "expires_in": settings.session_ttl_seconds,
-            }))  # fmt: skip
-            self.gateway.attach(sid, self)
-            if self.gateway.draining:  # admitted while the drain began: it missed us
-                self._end(1001, DRAINING, notice=DRAINING_EVENT)
-            SESSIONS_ACTIVE.inc()
-            log.info(
-                "Voice session %s %s for user %s", sid, "resumed" if self.resumed else "started",
-                self.record.user_id, extra=self._log_extra,
-            )  # fmt: skip
-            tasks = [
-                asyncio.create_task(self._guard(self._from_client())),
-                asyncio.create_task(self._guard(self._from_engine())),
-            ]
-            cap = settings.voice_max_session_seconds
-            timer = asyncio.get_running_loop().call_later(cap, self._time_up, cap)
-            try:
-                await self._ended.wait()
-            finally:
-                timer.cancel()
-                await self._shut_down(tasks)
-
-    async def _shut_down(self, tasks: list[asyncio.Task[None]]) -> None:
-        # 1. Stop the loops (and a save in flight); nothing is relayed after this point.
-        if self._saving is not None:
-            tasks.append(self._saving)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self.gateway.detach(self.record.session_id, self)
-        SESSIONS_ACTIVE.dec()
-        self.flush_counts()
-        storage, record = self.gateway.storage, self.record
-        try:
-            # 2. At once: save the record (which also restarts its TTL) and give the lease back,
-            #    unless a newer connection owns the session now (a client reconnecting right
-            #    away must find its slot free), and close the engine conversation.
-            steps = [self.engine.close()]
-            if not self._taken_over:
-                lease_id = self.lease.connection_id
-                steps += [
-                    self._save(),
-                    storage.release(record.user_id, record.session_id, lease_id),
-                ]
-            await asyncio.gather(*steps, return_exceptions=True)  # the close frame goes anyway
-            # 3. Tell the client how it ended; a client that stopped reading cannot hold us.
-            if not self._client_gone and self._close is not None:
-                code, reason = self._close
-                with contextlib.suppress(RuntimeError, OSError, TimeoutError):
-                    async with asyncio.timeout(_CLOSING_SECONDS):
-                        if self._notice is not None:
-                            await self.websocket.send_text(self._notice)
-                        await self.websocket.close(code, fit_close_reason(reason))
-        finally:
-            self._finished.set()
-        how = f"close {self._close[0]}" if self._close else "client left"
-        log.info("Voice session %s ended (%s)", record.session_id, how, extra=self._log_extra)
-
-    def _end(self, code: int, reason: str, notice: str | None = None) -> None:
-        """Decide how the connection ends (the first decision wins); `notice` is an event
-        sent just before the close frame."""
-        if self._close is None and not self._ended.is_set():
-            self._close = (code, reason)
-            self._notice = notice
-        self._ended.set()
-
-    async def _guard(self, loop: Any) -> None:
-        try:
-            await loop
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.exception("Voice session %s failed", self.record.session_id, extra=self._log_extra)
-            self._end(1011, "Internal error")
-
-    # -- called by the gateway --------------------------------------------------------------
-
-    @property
-    def user_id(self) -> str:
-        return self.record.user_id
+    # -- identity, for the registry and the logs ---------------------------------------------
 
     @property
     def session_id(self) -> str:
-        return self.record.session_id
+        return self.record.session_id if self.record else ""
+
+    @property
+    def user_id(self) -> str:
+        return self.record.user_id if self.record else ""
+
+    @property
+    def log_extra(self) -> dict[str, str]:
+        return {
+            "session_id": self.session_id,
+            "user_id": self.user_id,
+            "engine": self.service.engine.name,
+        }
+
+    @property
+    def leaves_resumable(self) -> bool:
+        """The session stays attached to its user when this connection ends."""
+        grace = self.service.settings.voice_resume_grace_seconds
+        return self._ending is not None and self._ending.value.resumable and grace > 0
+
+    def _move(self, state: ConnectionState) -> None:
+        self.state = check_move(self.state, state)
+
+    # -- admission ----------------------------------------------------------------------------
+
+    def begin(self) -> None:
+        """Start admission; the client's messages wait until it is done."""
+        self._pause("admission")
+        self._spawn(self._admit())
+
+    async def _admit(self) -> None:
+        service = self.service
+        try:
+            admitted = await service.admission.admit(self.hello, service)
+        except AdmissionError as refusal:
+            self._move(ConnectionState.CLOSED)
+            if not self.gateway_events:  # SDKs stop retrying on OpenAI's own error codes
+                code = _SDK_REFUSAL_CODES.get(refusal.code, "server_error")
+                self._send_error(code, refusal.reason)
+            self.transport.close(refusal.code, refusal.reason)
+            self.closed.set()
+            return
+        self.record, self.lease, self.link = admitted.record, admitted.lease, admitted.link
+        self.resumed = admitted.resumed
+        settings = service.settings
+        self.keeper = RecordKeeper(
+            self.record,
+            service.storage,
+            ttl=settings.session_ttl_seconds,
+            max_turns=settings.voice_conversation_max_turns,
+            spawn=self._spawn,
+        )
+        beta_before = self.record.preferences.get(_CLIENT_EVENTS) == Dialect.BETA.value
+        if self.auto_dialect and beta_before and "events" not in self.hello.query:
+            self.dialect = Dialect.BETA
+        if self._ending is not None:  # the client left during admission
+            self._shut_down_soon()
+            return
+        self._move(ConnectionState.OPEN)
+        SESSIONS_ACTIVE.inc()
+        self._counted = True
+        service.registry.attach(self)
+        log.info(
+            "Voice session %s %s for user %s",
+            self.session_id,
+            "resumed" if self.resumed else "started",
+            self.user_id,
+            extra=self.log_extra,
+        )
+        if self.gateway_events:
+            self._send_event(
+                "gateway.session",
+                session_id=self.session_id,
+                resumed=self.resumed,
+                engine=service.engine.name,
+                expires_in=service.settings.session_ttl_seconds,
+            )
+        self.link.start(self)
+        self._to_engine = self.link.sender()
+        cap = service.settings.voice_max_session_seconds
+        self._cap_timer = asyncio.get_running_loop().call_later(cap, self._time_up, cap)
+        if service.draining:  # admitted while the drain began: it missed us
+            self.end(EndReason.DRAINING)
+            return
+        held, self._held = self._held, []
+        for payload in held:  # read before admission was done
+            self.on_client_message(payload)
+        self._resume("admission")
+
+    # -- client → engine ----------------------------------------------------------------------
+
+    def on_client_message(self, payload: bytes) -> None:
+        """One text message from the client (called from the transport's read callback)."""
+        counts = self.counts
+        counts.messages_in += 1
+        counts.bytes_in += len(payload)
+        if self.state is not ConnectionState.OPEN:
+            if self.state in (ConnectionState.ADMITTING, ConnectionState.RECONNECTING):
+                self._held.append(payload)  # reading is paused: at most what was already read
+            return
+        fast = audio_fast_path(payload)
+        if fast is None:
+            self._client_event(payload)
+            return
+        if fast[1] and self.auto_dialect and self.dialect is Dialect.GA:
+            self._speaks_beta()
+        # try/except costs nothing when nothing is raised; suppress() would add a context
+        # manager to every frame.
+        try:  # noqa: SIM105
+            self._to_engine(fast[0])
+        except UpstreamClosed:
+            pass  # the engine is gone: `on_engine_closed` reconnects or ends the connection
+
+    def _client_event(self, payload: bytes) -> None:
+        try:
+            translated = translate_client_event(payload, self.service.policy)
+        except ClientEventError as exc:
+            self.transport.send(error_event(exc))
+            return
+        if translated.legacy and self.auto_dialect and self.dialect is Dialect.GA:
+            self._speaks_beta()
+        if translated.preferences:
+            self.keeper.remember(translated.preferences)  # type: ignore[union-attr]  # OPEN
+        if translated.upstream is None or (translated.if_responding and not self._responding):
+            return  # an `interrupt` while nothing plays: nothing to stop, nothing to say
+        with contextlib.suppress(UpstreamClosed):  # `on_engine_closed` deals with it
+            self._to_engine(translated.upstream)
+
+    def _speaks_beta(self) -> None:
+        """The client spoke the original front-end's events: beta names from now on, for this
+        connection and for the session's next ones."""
+        self.dialect = Dialect.BETA
+        self.keeper.remember({_CLIENT_EVENTS: Dialect.BETA.value})  # type: ignore[union-attr]
+
+    def on_client_binary(self) -> None:
+        error = ClientEventError("binary_frame", "binary frames are not accepted; send JSON text")
+        self.transport.send(error_event(error))
+
+    def on_client_closed(self) -> None:
+        """The client sent a close frame: the conversation is over (not resumable)."""
+        self.end(EndReason.CLIENT_CLOSED)
+
+    def on_transport_lost(self) -> None:
+        """The connection is gone; without a close frame from the client it may come back."""
+        self.end(EndReason.CLIENT_DROPPED)
+
+    def on_message_too_large(self, limit: int) -> None:
+        self.end(EndReason.TOO_LARGE, f"Message too large (max {limit} bytes)")
+
+    def on_client_backpressure(self, paused: bool) -> None:
+        """The client stopped (or resumed) reading what we send it."""
+        if paused:
+            self._pause("client-full")
+            if self.link is not None:
+                self.link.pause_reading()
+            seconds = self.service.settings.voice_slow_client_seconds
+            if self._slow_timer is None:
+                loop = asyncio.get_running_loop()
+                self._slow_timer = loop.call_later(seconds, self._slow_client, seconds)
+        else:
+            self._resume("client-full")
+            if self.link is not None:
+                self.link.resume_reading()
+            if self._slow_timer is not None:
+                self._slow_timer.cancel()
+                self._slow_timer = None
+
+    # -- engine → client ----------------------------------------------------------------------
+
+    def on_engine_event(self, event: bytes | memoryview) -> None:
+        """One server event from the engine (called from the engine's read callback)."""
+        match = _TYPE_FIRST.match(event, 0, 128)
+        if match is not None and match[1] == _AUDIO_DELTA:  # most of the traffic
+            if self.dialect is Dialect.BETA:
+                event = b"".join(
+                    (event[: match.start(1)], _BETA_AUDIO_DELTA, event[match.end(1) :])
+                )
+        else:
+            event = self._engine_event(match[1] if match else None, bytes(event))
+        counts = self.counts
+        counts.messages_out += 1
+        counts.bytes_out += len(event)
+        self._to_client(event)
+
+    def _engine_event(self, kind: bytes | None, event: bytes) -> bytes:
+        if kind == b"response.created":
+            self._responding = True
+        elif kind == b"response.done":
+            self._responding = False
+        elif kind in TURN_EVENTS:
+            self.keeper.note_turn(kind, event)  # type: ignore[union-attr]  # set when OPEN
+        for secret in self.service.relay_secrets:  # e.g. an upstream error quoting the API key
+            if secret in event:
+                event = event.replace(secret, b"***")
+        return rename_for_beta(event) if self.dialect is Dialect.BETA else event  # type: ignore[return-value]
+
+    def on_engine_backpressure(self, paused: bool) -> None:
+        (self._pause if paused else self._resume)("engine-full")
+
+    def on_engine_closed(self, error: UpstreamClosed) -> None:
+        if self.state is ConnectionState.OPEN:
+            self._move(ConnectionState.RECONNECTING)
+            self._pause("reconnecting")
+            self._spawn(self._reconnect(error))
+
+    async def _reconnect(self, error: UpstreamClosed) -> None:
+        """Restore a lost engine connection with the conversation replayed; else end with 1011."""
+        log.warning("Engine connection lost (%s), reconnecting", error, extra=self.log_extra)
+        assert self.link is not None
+        try:
+            await self.link.reconnect(self)
+        except Exception as exc:  # any failure ends the session the same way
+            log.error(
+                "Voice session %s lost its engine and could not reconnect: %s",
+                self.session_id,
+                exc,
+                extra=self.log_extra,
+            )
+            self.end(EndReason.ENGINE_LOST)
+            return
+        if self.state is not ConnectionState.RECONNECTING:  # ended meanwhile
+            return
+        self._to_engine = self.link.sender()
+        self._move(ConnectionState.OPEN)
+        if self.gateway_events:
+            self._send_event("gateway.upstream_reconnected")
+        held, self._held = self._held, []
+        for payload in held:
+            self.on_client_message(payload)
+        self._resume("reconnecting")
+
+    # -- called by the registry ---------------------------------------------------------------
 
     def taken_over(self) -> None:
-        self._taken_over = True
-        self._end(4409, "Session resumed by a newer connection")
+        """A newer connection resumed this session (here or on another instance)."""
+        self.end(EndReason.TAKEN_OVER)
 
     async def drain(self) -> None:
-        self._end(1001, DRAINING, notice=DRAINING_EVENT)
-        await self._finished.wait()
-
-    # -- the loops --------------------------------------------------------------------------
-
-    async def _from_client(self) -> None:
-        limit = self.gateway.settings.voice_max_message_bytes
-        receive, counts = self.websocket.receive, self._counts
-        while True:
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                self._client_gone = True
-                self._ended.set()
-                return
-            text = message.get("text")
-            if text is None:
-                await self._send(
-                    error_event("binary_frame", "binary frames are not accepted; send JSON text")
-                )
-                continue
-            size = len(text)
-            if size * 4 > limit and len(text.encode()) > limit:
-                self._end(1009, f"Message too large (max {limit} bytes)")
-                return
-            counts[0] += 1
-            counts[1] += size
-            try:
-                translated = translate_client_event(text, self.config)
-            except ClientEventError as exc:
-                await self._send(error_event(exc.code, exc.message))
-                continue
-            if translated.preferences:
-                self._remember(translated.preferences)
-            if translated.upstream is not None:
-                await self._to_engine(translated.upstream)
-
-    async def _to_engine(self, event: str) -> None:
-        try:
-            await self.engine.send(event)
-        except UpstreamClosed:
-            # The engine loop reconnects (or ends the connection); this event is dropped.
-            await self._engine_ready.wait()
-
-    async def _from_engine(self) -> None:
-        send, counts, beta = self.websocket.send_text, self._counts, self.beta
-        while True:
-            try:
-                text = await self.engine.receive()
-            except UpstreamClosed as exc:
-                if not await self._reconnect_engine(exc):
-                    return
-                continue
-            kind = event_type(text)
-            if kind in _TURN_EVENTS:
-                self._note_turn(kind, text)
-            if beta:
-                text = rename_for_beta(text)
-            counts[2] += 1
-            counts[3] += len(text)
-            try:
-                await send(text)
-            except (WebSocketDisconnect, RuntimeError, OSError):
-                self._client_gone = True
-                self._ended.set()
-                return
-
-    async def _reconnect_engine(self, closed: UpstreamClosed) -> bool:
-        """Restore a lost engine connection with the conversation replayed; else end with 1011."""
-        self._engine_ready.clear()
-        log.warning("Engine connection lost (%s), reconnecting", closed, extra=self._log_extra)
-        try:
-            self.engine = await self.gateway.connect_engine(self.record)
-        except EngineError as exc:
-            log.error("Voice session %s lost its engine and could not reconnect: %s",
-                      self.record.session_id, exc, extra=self._log_extra)  # fmt: skip
-            self._end(1011, "Voice engine connection lost")
-            return False
-        finally:
-            self._engine_ready.set()
-        UPSTREAM_RECONNECTS.labels(self.gateway.engine.name).inc()
-        await self._send('{"type": "gateway.upstream_reconnected"}')
-        return True
-
-    def _time_up(self, seconds: float) -> None:
-        timeout = json.dumps({"type": "session.timeout", "max_seconds": seconds})
-        self._end(4008, f"Session time limit reached ({seconds:g} s)", notice=timeout)
-
-    # -- the session record -----------------------------------------------------------------
-
-    def _note_turn(self, kind: str, text: str) -> None:
-        role, field = _TURN_EVENTS[kind]
-        try:
-            said = json.loads(text).get(field)
-        except (ValueError, AttributeError):
-            return
-        if isinstance(said, str) and said.strip():
-            conversation = self.record.conversation
-            conversation.append(Turn(role, said.strip()))  # type: ignore[arg-type]
-            del conversation[
-                : max(0, len(conversation) - self.gateway.settings.voice_conversation_max_turns)
-            ]
-            self._changed()
-
-    def _remember(self, preferences: dict[str, Any]) -> None:
-        self.record.preferences.update(preferences)
-        self.config = apply_preferences(self.config, preferences)
-        self._changed()
-
-    def _changed(self) -> None:
-        """The record changed: save it soon, in a task of its own (the relay does not wait)."""
-        self._dirty = True
-        if self._saving is None or self._saving.done():
-            self._saving = asyncio.create_task(self._guard(self._save_while_dirty()))
-
-    async def _save_while_dirty(self) -> None:
-        while self._dirty:
-            await self._save()
-
-    async def _save(self) -> None:
-        self._dirty = False
-        self.record.touch()
-        await self.gateway.storage.save_session(
-            self.record, self.gateway.settings.session_ttl_seconds
-        )
-
-    # -- plumbing ---------------------------------------------------------------------------
-
-    async def _send(self, text: str) -> None:
-        try:
-            await self.websocket.send_text(text)
-        except (WebSocketDisconnect, RuntimeError, OSError):
-            self._client_gone = True
-            self._ended.set()
+        """The server restarts: `gateway.draining`, save, close with 1001."""
+        self.end(EndReason.DRAINING)
+        await self.closed.wait()
 
     def flush_counts(self) -> None:
-        counts = self._counts
-        if counts[0]:
-            RELAY_MESSAGES.labels("client_to_engine").inc(counts[0])
-            RELAY_BYTES.labels("client_to_engine").inc(counts[1])
-        if counts[2]:
-            RELAY_MESSAGES.labels("engine_to_client").inc(counts[2])
-            RELAY_BYTES.labels("engine_to_client").inc(counts[3])
-        self._counts[:] = [0, 0, 0, 0]
+        counts = self.counts
+        if counts.messages_in:
+            RELAY_MESSAGES.labels("client_to_engine").inc(counts.messages_in)
+            RELAY_BYTES.labels("client_to_engine").inc(counts.bytes_in)
+        if counts.messages_out:
+            RELAY_MESSAGES.labels("engine_to_client").inc(counts.messages_out)
+            RELAY_BYTES.labels("engine_to_client").inc(counts.bytes_out)
+        self.counts = RelayCounts()
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def end(self, reason: EndReason, detail: str | None = None) -> None:
+        """Decide how the connection ends; the first decision wins."""
+        if self._ending is not None or self.state is ConnectionState.CLOSED:
+            return
+        self._ending = reason
+        self._detail = detail
+        if self.state is not ConnectionState.ADMITTING:  # else admission finishes first
+            self._shut_down_soon()
+
+    def _time_up(self, seconds: float) -> None:
+        self.end(EndReason.TIME_UP, f"Session time limit reached ({seconds:g} s)")
+
+    def _slow_client(self, seconds: float) -> None:
+        self.end(
+            EndReason.SLOW_CLIENT, f"Client is not reading: send buffer full for {seconds:g} s"
+        )
+
+    def _shut_down_soon(self) -> None:
+        self._move(ConnectionState.CLOSING)
+        for timer in (self._cap_timer, self._slow_timer):
+            if timer is not None:
+                timer.cancel()
+        self._spawn(self._shut_down())
+
+    async def _shut_down(self) -> None:
+        ending = self._ending
+        assert ending is not None and self.record is not None and self.lease is not None
+        spec: Ending = ending.value
+        service, record = self.service, self.record
+        # 1. Stop relaying: the engine conversation closes, the registry forgets us.
+        service.registry.detach(self)
+        if self._counted:
+            SESSIONS_ACTIVE.dec()
+        self.flush_counts()
+        keeper = self.keeper
+        assert keeper is not None
+        keeper.stop()
+        try:
+            # 2. At once: close the engine, save the record (which also restarts its TTL) and
+            #    give the lease back, unless a newer connection owns the session now (a client
+            #    reconnecting right away must find its slot free).
+            steps: list[Any] = [self.link.close()] if self.link is not None else []
+            if ending is not EndReason.TAKEN_OVER:
+                steps.append(keeper.save())
+                steps.append(
+                    service.storage.release(
+                        record.user_id,
+                        record.session_id,
+                        self.lease.connection_id,
+                        resumable=self.leaves_resumable,
+                    )
+                )
+            results = await asyncio.gather(*steps, return_exceptions=True)
+            for failure in (r for r in results if isinstance(r, Exception)):
+                log.warning(
+                    "Ending session %s: %s", record.session_id, failure, extra=self.log_extra
+                )
+            # 3. Tell the client how it ended (a client that stopped reading cannot hold us).
+            if spec.code is not None:
+                reason = self._detail or spec.reason
+                if spec.notice is not None and self.gateway_events:
+                    self._send_event(spec.notice)
+                if ending is EndReason.TIME_UP:
+                    cap = service.settings.voice_max_session_seconds
+                    if self.gateway_events:
+                        self._send_event("session.timeout", max_seconds=cap, message=reason)
+                    else:  # OpenAI's own way of saying it, for SDKs that stop at unknown events
+                        self._send_error("session_expired", reason)
+                self.transport.close(spec.code, reason)
+        finally:
+            self._move(ConnectionState.CLOSED)
+            self.closed.set()
+        how = f"close {spec.code}" if spec.code else spec.reason
+        log.info("Voice session %s ended (%s)", record.session_id, how, extra=self.log_extra)
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def _send_event(self, kind: str, **fields: Any) -> None:
+        """One of the gateway's own events; like every event, it carries an `event_id`."""
+        event = {"type": kind, "event_id": f"event_gw_{secrets.token_hex(8)}", **fields}
+        self.transport.send(json.dumps(event, separators=(",", ":")).encode())
+
+    def _send_error(self, code: str, message: str) -> None:
+        self.transport.send(error_event(ClientEventError(code, message)))
+
+    def _pause(self, why: str) -> None:
+        if not self._pauses:
+            self.transport.pause_reading()
+        self._pauses.add(why)
+
+    def _resume(self, why: str) -> None:
+        if why in self._pauses:
+            self._pauses.discard(why)
+            if not self._pauses:
+                self.transport.resume_reading()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run `work` in a task that is kept until done; a failure ends the connection 1011."""
+        task = asyncio.create_task(self._guard(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _guard(self, work: Any) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("Voice session %s failed", self.session_id, extra=self.log_extra)
+            with contextlib.suppress(Exception):
+                self.end(EndReason.INTERNAL_ERROR)

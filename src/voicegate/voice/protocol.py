@@ -1,21 +1,22 @@
-"""The voice WebSocket's client protocol (contract §4), as pure functions.
+"""The voice WebSocket's client protocol (contract §4), as pure functions over bytes.
 
 Audio frames are most of the traffic, so they never go through `json.loads`: `audio.input` and
-`input_audio_buffer.append` frames of the usual shape are checked and rewritten as strings, and
-server events are renamed for beta clients by touching only their `type`. Every other client
-event is parsed, checked against the allowlist and rebuilt, so that what reaches the engine is
-exactly what was checked (a duplicate `"type"` key cannot smuggle a second event type past us).
+`input_audio_buffer.append` frames of the usual shape are checked and rewritten as bytes. Every
+other client event is parsed, checked and rebuilt, so that what reaches the engine is exactly
+what was checked (a duplicate `"type"` key cannot smuggle a second event type past us). Session
+fields a client may not set are dropped, not refused (`ClientPolicy.can_set`), because SDKs send
+their whole configuration and stop at the first error.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field, replace
+import secrets
+from dataclasses import dataclass, field
 from typing import Any
 
-from voicegate.engines._ga import dumps, instructions_for, session_update_event, transcription_for
-from voicegate.engines.base import EngineConfig
+from voicegate.engines._ga import dumps, instructions_for, transcription_for
 from voicegate.errors import ClientEventError
 from voicegate.voice._checks import (
     check_item,
@@ -25,49 +26,43 @@ from voicegate.voice._checks import (
 )
 
 __all__ = [
+    "CANCEL",
+    "ClientPolicy",
     "Translated",
-    "apply_preferences",
     "error_event",
-    "event_type",
     "fit_close_reason",
-    "rename_for_beta",
-    "session_update_event",
     "translate_client_event",
 ]
 
-# `"type"` as the first key, as the Realtime API and browsers' JSON.stringify write it.
-_TYPE_FIRST = re.compile(r'\s*\{\s*"type"\s*:\s*"([^"\\]*)"')
-_HEAD = 128  # the fast paths never look further than this into a frame
-
-_ID = r"[A-Za-z0-9_.:-]{1,64}"
+_ID = rb"[A-Za-z0-9_.:-]{1,64}"
 _AUDIO_HEAD = re.compile(
-    r'\s*\{\s*"type"\s*:\s*"(audio\.input|input_audio_buffer\.append)"\s*,'
-    rf'(?:\s*"event_id"\s*:\s*"({_ID})"\s*,)?\s*"audio"\s*:\s*"'
+    rb'\s*\{\s*"type"\s*:\s*"(audio\.input|input_audio_buffer\.append)"\s*,'
+    rb'(?:\s*"event_id"\s*:\s*"(' + _ID + rb')"\s*,)?\s*"audio"\s*:\s*"'
 )
-_AUDIO_TAIL = re.compile(rf'"(?:\s*,\s*"event_id"\s*:\s*"({_ID})")?\s*\}}\s*')
-_EVENT_ID = re.compile(_ID)
+_AUDIO_TAIL = re.compile(rb'"(?:\s*,\s*"event_id"\s*:\s*"(' + _ID + rb')")?\s*\}\s*')
+_EVENT_ID = re.compile(_ID.decode())
 _LANGUAGE = re.compile(r"([a-z]{2,3})(?:-([a-z]{2,4}))?", re.IGNORECASE)
-_BETA_NAMES = {
-    "response.output_audio.delta": "response.audio.delta",
-    "response.output_audio.done": "response.audio.done",
-    "response.output_audio_transcript.delta": "response.audio_transcript.delta",
-    "response.output_audio_transcript.done": "response.audio_transcript.done",
-    "response.output_text.delta": "response.text.delta",
-    "response.output_text.done": "response.text.done",
-    "conversation.item.added": "conversation.item.created",
-}
+# The original front-end's own events: a client that speaks them hears beta event names.
+LEGACY_EVENTS = frozenset({"audio.input", "interrupt", "language.detected"})
+CANCEL = b'{"type":"response.cancel"}'
 # Client events forwarded with these fields only (besides `event_id`).
 _PASSTHROUGH_FIELDS: dict[str, dict[str, type]] = {
     "input_audio_buffer.commit": {},
     "input_audio_buffer.clear": {},
     "response.cancel": {"response_id": str},
     "conversation.item.delete": {"item_id": str},
+    "conversation.item.retrieve": {"item_id": str},
     "conversation.item.truncate": {"item_id": str, "content_index": int, "audio_end_ms": int},
 }
-# Realtime client events that exist but stay the server's business.
-_FORBIDDEN_EVENTS = frozenset(
-    {"conversation.item.retrieve", "output_audio_buffer.clear", "transcription_session.update"}
-)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientPolicy:
+    """What clients may do: the session fields they may set (VOICE_CLIENT_CAN_SET) and the
+    server's instructions (used when the original front-end reports the user's language)."""
+
+    can_set: frozenset[str]
+    instructions: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,142 +70,174 @@ class Translated:
     """A client event made ready for the engine.
 
     `upstream` is the GA client event to send (None: nothing to send); `preferences` the user's
-    choices it changed (`voice`, `speed`, `turn_detection`, `language`), to store for a resume.
+    choices it changed, to store for a resume; `legacy` says it was one of the original
+    front-end's events; `if_responding` that it is an `interrupt`, to send only while an answer
+    is being played.
     """
 
-    upstream: str | None
+    upstream: bytes | None
     preferences: dict[str, Any] = field(default_factory=dict)
+    legacy: bool = False
+    if_responding: bool = False
 
 
-def event_type(text: str) -> str | None:
-    """The `type` of a JSON event, or None; cheap when `type` is the first key."""
-    match = _TYPE_FIRST.match(text, 0, _HEAD)
-    if match is not None:
-        return match[1]
-    try:
-        event = json.loads(text)
-    except (ValueError, RecursionError):
+_APPEND_HEAD = b'{"type":"input_audio_buffer.append",'
+_EVENT_ID_KEY = b'"event_id":"'
+_AUDIO_KEY = b'"audio":"'
+
+
+def audio_fast_path(payload: bytes) -> tuple[bytes, bool] | None:
+    """The GA append event for an audio frame of the usual shape, without parsing it, and
+    whether it was the original front-end's `audio.input`; else None."""
+    if payload.startswith(_APPEND_HEAD):  # compact, as SDKs and the bench write it: passed as is
+        start = len(_APPEND_HEAD)
+        if payload.startswith(_EVENT_ID_KEY, start):
+            start = payload.find(b'",', start + len(_EVENT_ID_KEY)) + 2
+        if (
+            start > 1
+            and payload.startswith(_AUDIO_KEY, start)
+            and payload.endswith(b'"}')
+            and payload.find(b'"', start + len(_AUDIO_KEY)) == len(payload) - 2
+            and b"\\" not in payload
+            and payload.isascii()
+        ):
+            return payload, False
+    return _audio_frame(payload)
+
+
+def _audio_frame(payload: bytes) -> tuple[bytes, bool] | None:
+    """`audio_fast_path` for the other usual shapes: `audio.input`, spaces, `event_id` last."""
+    head = _AUDIO_HEAD.match(payload)
+    if head is None or not payload.isascii():  # ASCII: valid UTF-8, no escapes to decode
         return None
-    kind = event.get("type") if isinstance(event, dict) else None
-    return kind if isinstance(kind, str) else None
+    start = head.end()
+    end = payload.find(b'"', start)
+    # No quote or backslash inside the payload: the frame is one flat object, nothing escaped.
+    if end < 0 or payload.find(b"\\", start, end) >= 0:
+        return None
+    tail = _AUDIO_TAIL.fullmatch(payload, end)
+    if tail is None or (head[2] and tail[1]):
+        return None
+    if head[1] == b"input_audio_buffer.append":
+        return payload, False
+    event_id = head[2] or tail[1]
+    id_part = b'"event_id":"' + event_id + b'",' if event_id else b""
+    audio = payload[start:end]
+    return b'{"type":"input_audio_buffer.append",' + id_part + b'"audio":"' + audio + b'"}', True
 
 
-def rename_for_beta(text: str) -> str:
-    """Rename a GA server event to the beta name the original front-end listens for."""
-    match = _TYPE_FIRST.match(text, 0, _HEAD)
-    if match is not None:
-        beta = _BETA_NAMES.get(match[1])
-        return text if beta is None else f"{text[: match.start(1)]}{beta}{text[match.end(1) :]}"
-    try:
-        event = json.loads(text)
-    except (ValueError, RecursionError):
-        return text
-    if isinstance(event, dict) and event.get("type") in _BETA_NAMES:
-        event["type"] = _BETA_NAMES[event["type"]]
-        return dumps(event)
-    return text
+def translate_client_event(payload: bytes, policy: ClientPolicy) -> Translated:
+    """Check a client's text message and turn it into a GA client event.
 
-
-def fit_close_reason(reason: str) -> str:
-    """`reason` cut to the 123 UTF-8 bytes a WebSocket close frame allows, on a character
-    boundary."""
-    encoded = reason.encode()
-    return reason if len(encoded) <= 123 else encoded[:123].decode("utf-8", "ignore")
-
-
-def error_event(code: str, message: str) -> str:
-    """The error event the gateway sends a client whose message it refused."""
-    error = {"type": "invalid_request_error", "code": code, "message": message}
-    return dumps({"type": "error", "error": error})
-
-
-def translate_client_event(text: str, config: EngineConfig) -> Translated:
-    """Check a client's text message against the allowlist and turn it into a GA client event.
-
-    `config` is the conversation's configuration (its `instructions` are the server's, used when
-    the language changes). Raises `ClientEventError` with code `invalid_json`, `invalid_event`,
-    `missing_type`, `unknown_event`, `forbidden_event`, `forbidden_field` or `invalid_value`.
+    Raises `ClientEventError` with code `invalid_json`, `invalid_event`, `missing_type`,
+    `unknown_event`, `invalid_value` or `invalid_text`, naming the client's `event_id` when it
+    had one and the field at fault (`param`) when there is one.
     """
-    fast = _audio_fast_path(text)
+    fast = audio_fast_path(payload)
     if fast is not None:
-        return Translated(fast)
+        return Translated(fast[0], legacy=fast[1])
     try:
-        event = json.loads(text)
-    except (ValueError, RecursionError):
+        event = json.loads(payload)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         raise ClientEventError("invalid_json", "the message is not valid JSON") from None
     if not isinstance(event, dict):
         raise ClientEventError("invalid_event", "an event must be a JSON object")
+    event_id = event.get("event_id")
+    if not (isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id)):
+        event_id = None
+    try:
+        return _translate(event, event_id, policy)
+    except ClientEventError as exc:
+        exc.event_id = event_id
+        raise
+
+
+def _translate(event: dict[str, Any], event_id: str | None, policy: ClientPolicy) -> Translated:
     kind = event.get("type")
     if not isinstance(kind, str) or not kind:
-        raise ClientEventError("missing_type", "the event has no `type`")
+        raise ClientEventError("missing_type", "the event has no `type`", param="type")
     out: dict[str, Any] = {"type": kind}
-    event_id = event.get("event_id")
-    if isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id):
+    if event_id is not None:
         out["event_id"] = event_id
     if kind in ("audio.input", "input_audio_buffer.append"):
         out["type"] = "input_audio_buffer.append"
         out["audio"] = require(event, "audio", str)
-    elif kind == "interrupt":
-        out["type"] = "response.cancel"
-    elif kind == "language.detected":
-        return _language(event, config)
-    elif kind == "session.update":
-        preferences = check_session_update(event, out)
-        return Translated(dumps(out), preferences)
-    elif kind == "response.create":
+        return Translated(_encode(out), legacy=kind == "audio.input")
+    if kind == "interrupt":
+        return Translated(CANCEL, legacy=True, if_responding=True)
+    if kind == "language.detected":
+        return _language(event, policy)
+    if kind == "session.update":
+        preferences = check_session_update(event, out, policy.can_set)
+        return Translated(_encode(out), preferences)
+    if kind == "response.create":
         if event.get("response") is not None:
-            out["response"] = check_response_options(event["response"])
+            out["response"] = check_response_options(event["response"], policy.can_set)
     elif kind == "conversation.item.create":
-        out["item"] = check_item(event.get("item"))
+        out["item"] = check_item(event.get("item"), policy.can_set)
         if isinstance(event.get("previous_item_id"), str):
             out["previous_item_id"] = event["previous_item_id"]
     elif kind in _PASSTHROUGH_FIELDS:
         for name, expected in _PASSTHROUGH_FIELDS[kind].items():
             if name in event:
                 out[name] = require(event, name, expected)
-    elif kind in _FORBIDDEN_EVENTS:
-        raise ClientEventError("forbidden_event", f"`{kind}` is not allowed on this gateway")
     else:
-        raise ClientEventError("unknown_event", f"unknown event type `{kind[:64]}`")
-    return Translated(dumps(out))
+        raise ClientEventError(
+            "unknown_event", f"unknown event type `{_printable(kind)}`", param="type"
+        )
+    return Translated(_encode(out))
 
 
-def apply_preferences(config: EngineConfig, preferences: dict[str, Any]) -> EngineConfig:
-    """A copy of `config` with stored user preferences applied (for a resumed session)."""
-    names = ("voice", "speed", "language", "turn_detection")
-    changes: dict[str, Any] = {name: preferences[name] for name in names if name in preferences}
-    return replace(config, **changes)
+def _encode(event: dict[str, Any]) -> bytes:
+    """UTF-8 JSON of a rebuilt event; a lone UTF-16 surrogate (text cut inside an emoji by a
+    browser) cannot be encoded and is refused instead of breaking the connection."""
+    try:
+        return dumps(event).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ClientEventError(
+            "invalid_text", "text must be valid Unicode (a lone UTF-16 surrogate was sent)"
+        ) from None
 
 
-def _audio_fast_path(text: str) -> str | None:
-    """The GA append event for an audio frame of the usual shape, without parsing it; else None."""
-    head = _AUDIO_HEAD.match(text)
-    if head is None:
-        return None
-    start = head.end()
-    end = text.find('"', start)
-    # No quote or backslash inside the payload: the frame is one flat object, nothing escaped.
-    if end < 0 or text.find("\\", start, end) >= 0:
-        return None
-    tail = _AUDIO_TAIL.fullmatch(text, end)
-    if tail is None or (head[2] and tail[1]):
-        return None
-    if head[1] == "input_audio_buffer.append":
-        return text
-    event_id = head[2] or tail[1]
-    id_part = f'"event_id":"{event_id}",' if event_id else ""
-    return f'{{"type":"input_audio_buffer.append",{id_part}"audio":"{text[start:end]}"}}'
-
-
-def _language(event: dict[str, Any], config: EngineConfig) -> Translated:
+def _language(event: dict[str, Any], policy: ClientPolicy) -> Translated:
     language = event.get("language")
     match = _LANGUAGE.fullmatch(language) if isinstance(language, str) else None
     if match is None:
-        raise ClientEventError("invalid_value", "`language` must be a code like `en` or `pt-BR`")
+        raise ClientEventError(
+            "invalid_value", "`language` must be a code like `en` or `pt-BR`", param="language"
+        )
     language = match[1].lower() + (f"-{match[2]}" if match[2] else "")
     session = {
         "type": "realtime",
-        "instructions": instructions_for(config.instructions, language),
+        "instructions": instructions_for(policy.instructions, language),
         "audio": {"input": {"transcription": transcription_for(language)}},
     }
-    return Translated(dumps({"type": "session.update", "session": session}), {"language": language})
+    upstream = _encode({"type": "session.update", "session": session})
+    return Translated(upstream, {"language": language}, legacy=True)
+
+
+def error_event(error: ClientEventError) -> bytes:
+    """The `error` event of the Realtime API for a refused client message.
+
+    ASCII-only JSON: a message may quote what the client sent, lone surrogates included.
+    """
+    body = {
+        "type": "invalid_request_error",
+        "code": error.code,
+        "message": error.message,
+        "param": error.param,
+        "event_id": error.event_id,
+    }
+    event = {"type": "error", "event_id": f"event_gw_{secrets.token_hex(8)}", "error": body}
+    return json.dumps(event, separators=(",", ":")).encode()
+
+
+def fit_close_reason(reason: str) -> str:
+    """`reason` cut to the 123 UTF-8 bytes a WebSocket close frame allows, on a character
+    boundary."""
+    encoded = reason.encode("utf-8", "replace")
+    return reason if len(encoded) <= 123 else encoded[:123].decode("utf-8", "ignore")
+
+
+def _printable(text: str) -> str:
+    return text[:64].encode("utf-8", "backslashreplace").decode("utf-8")

@@ -1,5 +1,7 @@
--- Admission of a new session, atomically: rate limit, concurrency cap, record, lease.
--- KEYS: 1 admissions (zset), 2 session record (string), 3 leases (zset), 4 lease owners (hash)
+-- Admission of a new session, atomically: rate limit, concurrency cap, record, lease, and the
+-- resumable mark.
+-- KEYS: 1 admissions (zset), 2 session record (string), 3 leases (zset), 4 lease owners (hash),
+--       5 resumable (zset)
 -- ARGV: 1 limit, 2 window ms, 3 record json, 4 ttl s, 5 max concurrent, 6 lease ms,
 --       7 session id, 8 connection id
 -- The hit's member is the session id, so a write-back after an outage never counts it twice.
@@ -29,4 +31,10 @@ redis.call('ZADD', KEYS[3], lease_until, ARGV[7])
 redis.call('HSET', KEYS[4], ARGV[7], ARGV[8])
 redis.call('PEXPIRE', KEYS[3], ARGV[6])
 redis.call('PEXPIRE', KEYS[4], ARGV[6])
+-- The marks live as long as the longest-lived record they point to (never shortened).
+local keep = tonumber(ARGV[4]) * 1000
+redis.call('ZADD', KEYS[5], now, ARGV[7])
+if redis.call('PTTL', KEYS[5]) < keep then
+  redis.call('PEXPIRE', KEYS[5], keep)
+end
 return {1, 'ok', count + 1, 0}
