@@ -87,6 +87,8 @@ class StandinOpenAI:
         self.attempts: list[Attempt] = []
         self.connections: list[UpstreamConnection] = []
         self._server: Server | None = None
+        self._closing = False
+        self._transports: set[asyncio.Transport] = set()
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
         self.url = ""
@@ -99,6 +101,7 @@ class StandinOpenAI:
             process_request=self._process_request,
             compression=None,
             max_size=None,
+            create_connection=self._connection_factory(),
         )
         port = self._server.sockets[0].getsockname()[1] if self._server.sockets else 0
         self.url = f"ws://127.0.0.1:{port}/v1/realtime"
@@ -106,8 +109,29 @@ class StandinOpenAI:
 
     async def __aexit__(self, *exc_info: object) -> None:
         assert self._server is not None
+        self._closing = True
         self._server.close()
         await self._server.wait_closed()
+        for transport in self._transports:
+            transport.abort()
+
+    def _connection_factory(self) -> type[ServerConnection]:
+        """Connections that the stand-in can close however far they got.
+
+        A gateway reconnecting while the stand-in shuts down can have its socket accepted after
+        `Server.close()` went through the connections it knew; that socket would stay open.
+        """
+        standin = self
+
+        class Connection(ServerConnection):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                super().connection_made(transport)
+                assert isinstance(transport, asyncio.Transport)
+                standin._transports.add(transport)
+                if standin._closing:
+                    transport.abort()
+
+        return Connection
 
     # -- what tests call -------------------------------------------------------------------
 
