@@ -143,7 +143,8 @@ class OpenAIEngine(Engine):
                 read_buffer_init_size=READ_BUFFER_BYTES,
                 logger_name=_PICOWS_LOG,
                 # The event loop's own transport (uvloop's, in C): aiofastnet's, which picows
-                # picks by default when installed, costs ~5 KB more per idle conversation.
+                # picks by default when installed, costs more memory per idle conversation
+                # (`bench/run --only memory`).
                 use_aiofastnet=False,
             )
         except WSHandshakeError as exc:
