@@ -88,7 +88,7 @@ class StandinOpenAI:
         self.connections: list[UpstreamConnection] = []
         self._server: Server | None = None
         self._closing = False
-        self._transports: set[asyncio.Transport] = set()
+        self._accepted: set[ServerConnection] = set()
         self._changed = asyncio.Condition()
         self._ids = itertools.count(1)
         self.url = ""
@@ -112,8 +112,8 @@ class StandinOpenAI:
         self._closing = True
         self._server.close()
         await self._server.wait_closed()
-        for transport in self._transports:
-            transport.abort()
+        for connection in list(self._accepted):
+            connection.transport.abort()
 
     def _connection_factory(self) -> type[ServerConnection]:
         """Connections that the stand-in can close however far they got.
@@ -126,10 +126,13 @@ class StandinOpenAI:
         class Connection(ServerConnection):
             def connection_made(self, transport: asyncio.BaseTransport) -> None:
                 super().connection_made(transport)
-                assert isinstance(transport, asyncio.Transport)
-                standin._transports.add(transport)
+                standin._accepted.add(self)
                 if standin._closing:
-                    transport.abort()
+                    self.transport.abort()
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                standin._accepted.discard(self)
+                super().connection_lost(exc)
 
         return Connection
 
