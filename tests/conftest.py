@@ -5,7 +5,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +20,7 @@ from tests.redis_server import (
     redis_server_binary,
     redis_server_version,
 )
-from tests.servers import InProcessServer, ServerProcess
+from tests.servers import GatewayFactory, InProcessServer, Serve, ServerProcess
 
 # Settings come from the environment too: nothing of this machine's may leak into a test.
 _OURS = ("REDIS_", "VOICE_", "JWT_", "OPENAI_", "SENTRY_", "APP_", "PLAN_", "HTTP_", "LOG_")
@@ -34,7 +34,7 @@ def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Awaitable[InProcessServer]]]:
+async def serve() -> AsyncIterator[Serve]:
     """Start in-process servers (`await serve(redis_url=..., ...)`); stopped at the end."""
     async with contextlib.AsyncExitStack() as stack:
 
@@ -96,7 +96,7 @@ def redis_tls_server(tls_files: TLSFiles) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def server_factory() -> Iterator[Callable[..., ServerProcess]]:
+def server_factory() -> Iterator[GatewayFactory]:
     """Start `voicegate serve` processes; all are stopped at the end of the test."""
     started: list[ServerProcess] = []
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import ssl
@@ -18,15 +19,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
 import uvicorn
+from fastapi import FastAPI
 
 from tests.redis_server import free_port
 from voicegate.app import create_app
 from voicegate.config import Settings
+from voicegate.ops.logs import MaskingFormatter
 from voicegate.server.run import uvicorn_config
 
 TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef"
@@ -146,15 +149,75 @@ class QuietServer(uvicorn.Server):
         yield
 
 
+class ServerLog(logging.Handler):
+    """What an in-process server logs, as `voicegate serve` would write it.
+
+    `configure_logging` is process-wide (it replaces the root logger's handlers), so it is not
+    called here; instead, while the server runs, its records go through the same
+    `MaskingFormatter` with the same secrets, and the same levels apply: voicegate's and uvicorn's
+    loggers at LOG_LEVEL, every other logger from WARNING up. Assertions on what a log shows (or
+    must never show) see what the process's stderr would.
+    """
+
+    _OURS = ("voicegate", "uvicorn")
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.setFormatter(MaskingFormatter(settings.secret_values(), settings.log_format == "json"))
+        self._level = logging.getLevelName(settings.log_level)
+        self._lines: list[str] = []
+        self._changed = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._saved: list[tuple[logging.Logger, int]] = []
+
+    def __enter__(self) -> ServerLog:
+        for name in self._OURS:
+            logger = logging.getLogger(name)
+            self._saved.append((logger, logger.level))
+            logger.setLevel(self._level)
+        logging.getLogger().addHandler(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        logging.getLogger().removeHandler(self)
+        for logger, level in self._saved:
+            logger.setLevel(level)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        ours = record.name.split(".", 1)[0] in self._OURS
+        if record.levelno < (self._level if ours else logging.WARNING):
+            return
+        self._lines.append(self.format(record))
+        # Records may come from other threads (`asyncio.to_thread`, the default executor).
+        self._loop.call_soon_threadsafe(self._changed.set)
+
+    @property
+    def text(self) -> str:
+        return "".join(f"{line}\n" for line in self._lines)
+
+    async def wait_for(self, text: str, timeout: float = 10) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                while text not in self.text:
+                    self._changed.clear()
+                    await self._changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"{text!r} not logged within {timeout} s:\n{self.text}") from None
+
+
 class InProcessServer:
-    """The app on a free port in the running event loop; an async context manager."""
+    """The app on a free port in the running event loop; an async context manager.
+
+    The app is built on entering, so that what its construction logs (Sentry's line, the
+    ephemeral JWT secret) is in `log`.
+    """
+
+    app: FastAPI
 
     def __init__(self, **settings: object) -> None:
         self.port = free_port()
         self.settings = Settings(_env_file=None, **{**BASE_SETTINGS, **settings})  # type: ignore[call-arg]
-        self.app = create_app(self.settings)
-        config = uvicorn_config(self.settings, "127.0.0.1", self.port, app=self.app)
-        self.server = QuietServer(config)
+        self._log: ServerLog | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
@@ -169,18 +232,53 @@ class InProcessServer:
     def realtime(self) -> str:
         return f"ws://127.0.0.1:{self.port}/v1/realtime"
 
+    @property
+    def log(self) -> str:
+        """Every line logged since the server was entered (masked, as the process writes it)."""
+        assert self._log is not None, "the server has not been started"
+        return self._log.text
+
+    async def wait_for_log(self, text: str, timeout: float = 10) -> None:
+        assert self._log is not None, "the server has not been started"
+        await self._log.wait_for(text, timeout)
+
+    async def health(self) -> dict[str, object]:
+        async with httpx.AsyncClient(timeout=5) as http:
+            response = await http.get(f"{self.http}/api/v1/voice/health")
+        assert response.status_code == 200
+        data: dict[str, object] = response.json()
+        return data
+
     async def __aenter__(self) -> InProcessServer:
-        self._task = asyncio.create_task(self.server.serve())
-        async with asyncio.timeout(10):
-            while not self.server.started:
-                if self._task.done():
-                    self._task.result()  # raises what stopped it
-                    raise RuntimeError("the server stopped during start-up")
-                await asyncio.sleep(0.01)
+        self._log = ServerLog(self.settings).__enter__()
+        try:
+            self.app = create_app(self.settings)
+            config = uvicorn_config(self.settings, "127.0.0.1", self.port, app=self.app)
+            self.server = QuietServer(config)
+            self._task = asyncio.create_task(self.server.serve())
+            async with asyncio.timeout(10):
+                while not self.server.started:
+                    if self._task.done():
+                        self._task.result()  # raises what stopped it
+                        raise RuntimeError("the server stopped during start-up")
+                    await asyncio.sleep(0.01)
+        except BaseException:
+            with contextlib.suppress(Exception):  # what failed the start-up is what to show
+                await self.__aexit__()
+            raise
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.server.should_exit = True
-        if self._task is not None:
-            async with asyncio.timeout(15):
-                await self._task
+        try:
+            if self._task is not None:
+                self.server.should_exit = True
+                async with asyncio.timeout(15):
+                    await self._task
+        finally:
+            if self._log is not None:
+                self._log.__exit__()
+
+
+# What the `serve` and `server_factory` fixtures hand a test.
+Serve = Callable[..., Awaitable[InProcessServer]]
+GatewayFactory = Callable[..., ServerProcess]
