@@ -20,17 +20,30 @@ from tests.redis_server import (
     redis_server_binary,
     redis_server_version,
 )
-from tests.servers import GatewayFactory, InProcessServer, Serve, ServerProcess
-
-# Settings come from the environment too: nothing of this machine's may leak into a test.
-_OURS = ("REDIS_", "VOICE_", "JWT_", "OPENAI_", "SENTRY_", "APP_", "PLAN_", "HTTP_", "LOG_")
+from tests.sentry_standin import SentryStandin
+from tests.servers import (
+    GatewayFactory,
+    InProcessServer,
+    Serve,
+    ServerProcess,
+    is_setting,
+)
 
 
 @pytest.fixture(autouse=True)
 def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the environment too: nothing of this machine's may leak into a test."""
     for name in list(os.environ):
-        if name.startswith(_OURS) or name in ("ENABLE_VOICE_REALTIME", "WEAVIATE_URL"):
+        if is_setting(name):
             monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def sentry() -> Iterator[SentryStandin]:
+    """A Sentry stand-in. Request it before `server_factory`, so that it outlives the servers:
+    their flush at exit then lands."""
+    with SentryStandin() as standin:
+        yield standin
 
 
 @pytest.fixture

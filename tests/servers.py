@@ -34,26 +34,36 @@ from voicegate.server.run import uvicorn_config
 
 TEST_JWT_SECRET = "test-jwt-secret-0123456789abcdef"
 
+# What a test server starts with unless told otherwise (as settings; as environment variables
+# for a process).
+BASE_SETTINGS: dict[str, object] = {
+    "jwt_secret": TEST_JWT_SECRET,
+    "voice_engine": "local",
+    "retry_base_delay": 0.05,
+    "retry_max_delay": 0.5,
+    "drain_seconds": 2,
+}
 
-class ServerProcess:
-    """`python -m voicegate serve` with the given environment; `stop()`/`start()` restart it."""
+# Settings come from the environment too: nothing of this machine's may reach a test's server.
+_SETTINGS_PREFIXES = ("REDIS_", "VOICE_", "JWT_", "OPENAI_", "SENTRY_", "APP_", "PLAN_", "HTTP_",
+                      "LOG_")  # fmt: skip
+_SETTINGS_NAMES = ("ENABLE_VOICE_REALTIME", "WEAVIATE_URL")
 
-    def __init__(
-        self, env: dict[str, str], port: int | None = None, args: tuple[str, ...] = ()
-    ) -> None:
-        self.port = port or free_port()
-        self.args = args
-        self.env = {
-            "JWT_SECRET": TEST_JWT_SECRET,
-            "VOICE_ENGINE": "local",
-            "RETRY_BASE_DELAY": "0.05",
-            "RETRY_MAX_DELAY": "0.5",
-            "DRAIN_SECONDS": "2",
-            **env,
-        }
-        self._log = Path(tempfile.mkstemp(prefix="voicegate-", suffix=".log")[1])
-        self._logged_before = ""
-        self.process: subprocess.Popen[bytes] | None = None
+
+def is_setting(name: str) -> bool:
+    """Whether environment variable `name` configures voicegate."""
+    return name.startswith(_SETTINGS_PREFIXES) or name in _SETTINGS_NAMES
+
+
+def clean_environment(**env: str) -> dict[str, str]:
+    """This process's environment without voicegate's settings, plus `env`."""
+    return {**{k: v for k, v in os.environ.items() if not is_setting(k)}, **env}
+
+
+class _Addresses:
+    """Where a server on 127.0.0.1:`port` answers."""
+
+    port: int
 
     @property
     def http(self) -> str:
@@ -63,6 +73,24 @@ class ServerProcess:
     def ws(self) -> str:
         return f"ws://127.0.0.1:{self.port}/api/v1/ws/voice"
 
+    @property
+    def realtime(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/v1/realtime"
+
+
+class ServerProcess(_Addresses):
+    """`python -m voicegate serve` with the given environment; `stop()`/`start()` restart it."""
+
+    def __init__(
+        self, env: dict[str, str], port: int | None = None, args: tuple[str, ...] = ()
+    ) -> None:
+        self.port = port or free_port()
+        self.args = args
+        self.env = {**{k.upper(): str(v) for k, v in BASE_SETTINGS.items()}, **env}
+        self._log = Path(tempfile.mkstemp(prefix="voicegate-", suffix=".log")[1])
+        self._logged_before = ""
+        self.process: subprocess.Popen[bytes] | None = None
+
     def start(
         self,
         timeout: float = 20,
@@ -70,13 +98,7 @@ class ServerProcess:
         ready_url: str | None = None,
         verify: ssl.SSLContext | bool = True,
     ) -> ServerProcess:
-        env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith(("REDIS_", "VOICE_", "JWT_", "OPENAI_", "SENTRY_", "APP_"))
-        }
-        env.update(self.env)
-        env["PYTHONUNBUFFERED"] = "1"
+        env = clean_environment(**self.env, PYTHONUNBUFFERED="1")
         with self._log.open("ab") as log:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "voicegate", "serve", "--port", str(self.port), *self.args],
@@ -130,15 +152,6 @@ class ServerProcess:
     def close(self) -> None:
         self.stop()
         self._log.unlink(missing_ok=True)
-
-
-BASE_SETTINGS: dict[str, object] = {
-    "jwt_secret": TEST_JWT_SECRET,
-    "voice_engine": "local",
-    "retry_base_delay": 0.05,
-    "retry_max_delay": 0.5,
-    "drain_seconds": 2,
-}
 
 
 class QuietServer(uvicorn.Server):
@@ -205,7 +218,7 @@ class ServerLog(logging.Handler):
             raise AssertionError(f"{text!r} not logged within {timeout} s:\n{self.text}") from None
 
 
-class InProcessServer:
+class InProcessServer(_Addresses):
     """The app on a free port in the running event loop; an async context manager.
 
     The app is built on entering, so that what its construction logs (Sentry's line, the
@@ -219,18 +232,6 @@ class InProcessServer:
         self.settings = Settings(_env_file=None, **{**BASE_SETTINGS, **settings})  # type: ignore[call-arg]
         self._log: ServerLog | None = None
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def http(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/api/v1/ws/voice"
-
-    @property
-    def realtime(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/v1/realtime"
 
     @property
     def log(self) -> str:

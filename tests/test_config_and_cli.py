@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -14,7 +13,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.clients import open_voice, refused
-from tests.servers import TEST_JWT_SECRET, InProcessServer, Serve
+from tests.servers import TEST_JWT_SECRET, InProcessServer, Serve, clean_environment
 from voicegate.auth.tokens import TokenVerifier
 from voicegate.config import RateLimit, Settings, load_settings
 from voicegate.errors import AuthError, ConfigError
@@ -26,13 +25,8 @@ async def dev_token_status(gateway: InProcessServer) -> int:
 
 
 def voicegate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("REDIS_", "JWT_", "APP_", "VOICE_", "OPENAI_"))
-    }
     return subprocess.run(
-        [sys.executable, "-m", "voicegate", *args], env={**clean, **(env or {})},
+        [sys.executable, "-m", "voicegate", *args], env=clean_environment(**(env or {})),
         capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
     )  # fmt: skip
 

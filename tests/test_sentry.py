@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.clients import make_token, open_voice
 from tests.redis_server import RedisServer
@@ -20,13 +19,6 @@ GatewayFactory = Callable[..., ServerProcess]
 
 PASSWORD = "s3cret-redis-pass-XYZ"
 API_KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-@pytest.fixture
-def sentry() -> Iterator[SentryStandin]:
-    # Requested before `server_factory`, so it outlives the gateways: their exit flush lands.
-    with SentryStandin() as standin:
-        yield standin
 
 
 def secrets_in(text: str, *secrets: str) -> list[str]:
