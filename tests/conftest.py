@@ -5,7 +5,7 @@ import os
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,21 +20,34 @@ from tests.redis_server import (
     redis_server_binary,
     redis_server_version,
 )
-from tests.servers import InProcessServer, ServerProcess
-
-# Settings come from the environment too: nothing of this machine's may leak into a test.
-_OURS = ("REDIS_", "VOICE_", "JWT_", "OPENAI_", "SENTRY_", "APP_", "PLAN_", "HTTP_", "LOG_")
+from tests.sentry_standin import SentryStandin
+from tests.servers import (
+    GatewayFactory,
+    InProcessServer,
+    Serve,
+    ServerProcess,
+    is_setting,
+)
 
 
 @pytest.fixture(autouse=True)
 def _hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings come from the environment too: nothing of this machine's may leak into a test."""
     for name in list(os.environ):
-        if name.startswith(_OURS) or name in ("ENABLE_VOICE_REALTIME", "WEAVIATE_URL"):
+        if is_setting(name):
             monkeypatch.delenv(name)
 
 
 @pytest.fixture
-async def serve() -> AsyncIterator[Callable[..., Awaitable[InProcessServer]]]:
+def sentry() -> Iterator[SentryStandin]:
+    """A Sentry stand-in. Request it before `server_factory`, so that it outlives the servers:
+    their flush at exit then lands."""
+    with SentryStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
     """Start in-process servers (`await serve(redis_url=..., ...)`); stopped at the end."""
     async with contextlib.AsyncExitStack() as stack:
 
@@ -96,7 +109,7 @@ def redis_tls_server(tls_files: TLSFiles) -> Iterator[RedisServer]:
 
 
 @pytest.fixture
-def server_factory() -> Iterator[Callable[..., ServerProcess]]:
+def server_factory() -> Iterator[GatewayFactory]:
     """Start `voicegate serve` processes; all are stopped at the end of the test."""
     started: list[ServerProcess] = []
 

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 
 class DevTools:
@@ -60,6 +61,8 @@ class DevTools:
                         self._waiters.remove(waiter)
                         if not future.done():
                             future.set_result(message)
+        except ConnectionClosed:
+            pass  # Chromium exiting (Browser.close) drops the socket without a close frame
         finally:
             for reply in self._replies.values():
                 if not reply.done():

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 
 import httpx
 import jwt
@@ -15,22 +13,20 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.clients import open_voice, refused
-from tests.servers import TEST_JWT_SECRET, ServerProcess
+from tests.servers import TEST_JWT_SECRET, InProcessServer, Serve, clean_environment
 from voicegate.auth.tokens import TokenVerifier
 from voicegate.config import RateLimit, Settings, load_settings
 from voicegate.errors import AuthError, ConfigError
 
-GatewayFactory = Callable[..., ServerProcess]
+
+async def dev_token_status(gateway: InProcessServer) -> int:
+    async with httpx.AsyncClient() as http:
+        return (await http.post(f"{gateway.http}/api/v1/dev/token")).status_code
 
 
 def voicegate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("REDIS_", "JWT_", "APP_", "VOICE_", "OPENAI_"))
-    }
     return subprocess.run(
-        [sys.executable, "-m", "voicegate", *args], env={**clean, **(env or {})},
+        [sys.executable, "-m", "voicegate", *args], env=clean_environment(**(env or {})),
         capture_output=True, text=True, timeout=60, cwd=tempfile.gettempdir(),
     )  # fmt: skip
 
@@ -131,32 +127,32 @@ def test_audience_and_issuer_are_checked() -> None:
         )
 
 
-async def test_es256_public_key_tokens(server_factory: GatewayFactory) -> None:
+async def test_es256_public_key_tokens(serve: Serve) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     public = (
         key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    gateway = server_factory({"REDIS_ENABLED": "false", "JWT_SECRET": "", "JWT_PUBLIC_KEY": public,
-                               "JWT_ALGORITHMS": "ES256"})  # fmt: skip
+    gateway = await serve(
+        redis_enabled=False, jwt_secret=None, jwt_public_key=public, jwt_algorithms="ES256"
+    )
     token = jwt.encode({"sub": "es", "plan": "elite", "exp": 2_000_000_000}, key, algorithm="ES256")
     client = await open_voice(gateway, token)
     await client.close()
     forged = jwt.encode({"sub": "es", "plan": "elite", "exp": 2_000_000_000},
                         TEST_JWT_SECRET, algorithm="HS256")  # fmt: skip
     assert (await refused(gateway, forged))[0] == 4001
-    assert httpx.post(f"{gateway.http}/api/v1/dev/token").status_code == 404
+    assert await dev_token_status(gateway) == 404
 
 
-async def test_development_without_jwt_config_has_a_dev_token_route(
-    server_factory: GatewayFactory,
-) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false", "JWT_SECRET": ""})
-    gateway.wait_for_log("ephemeral development secret")
-    response = httpx.post(
-        f"{gateway.http}/api/v1/dev/token", json={"user_id": "demo", "plan": "elite"}
-    )
+async def test_development_without_jwt_config_has_a_dev_token_route(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False, jwt_secret=None)
+    await gateway.wait_for_log("ephemeral development secret")
+    async with httpx.AsyncClient() as http:
+        response = await http.post(
+            f"{gateway.http}/api/v1/dev/token", json={"user_id": "demo", "plan": "elite"}
+        )
     assert response.status_code == 200
     token = response.json()["token"]
     client = await open_voice(gateway, token)
@@ -165,9 +161,9 @@ async def test_development_without_jwt_config_has_a_dev_token_route(
     assert token not in gateway.log
 
 
-def test_production_has_no_dev_token_route(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false", "APP_ENV": "production"})
-    assert httpx.post(f"{gateway.http}/api/v1/dev/token").status_code == 404
+async def test_production_has_no_dev_token_route(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False, app_env="production")
+    assert await dev_token_status(gateway) == 404
 
 
 def test_settings_reject_production_without_jwt() -> None:
@@ -175,21 +171,20 @@ def test_settings_reject_production_without_jwt() -> None:
         load_settings(app_env="production", jwt_secret=None, jwt_public_key=None)
 
 
-def test_a_configured_secret_never_signs_over_http(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false"})  # development, JWT_SECRET set
-    assert httpx.post(f"{gateway.http}/api/v1/dev/token").status_code == 404
+async def test_a_configured_secret_never_signs_over_http(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False)  # development, JWT_SECRET set
+    assert await dev_token_status(gateway) == 404
 
 
-async def test_a_token_for_a_key_of_another_kind_is_a_4001(server_factory: GatewayFactory) -> None:
+async def test_a_token_for_a_key_of_another_kind_is_a_4001(serve: Serve) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     public = (
         key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
         .decode()
     )
-    gateway = server_factory(
-        {"REDIS_ENABLED": "false", "JWT_SECRET": "", "JWT_PUBLIC_KEY": public}
-    )  # algorithms default to RS256,ES256: an RS256 token meets an EC key
+    # Algorithms default to RS256,ES256: an RS256 token meets an EC key.
+    gateway = await serve(redis_enabled=False, jwt_secret=None, jwt_public_key=public)
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)

@@ -1,6 +1,7 @@
 """Hostile and broken clients (issue 10): bounded memory and sockets, prompt answers.
 
-Memory is read from the server process's /proc, so these run against `ServerProcess`.
+Where memory or sockets are read from the server's /proc, the server is a `ServerProcess` of
+its own; the other cases run in process (`serve`).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.clients import b64, make_token, open_voice, pcm
-from tests.servers import ServerProcess
+from tests.servers import Serve, ServerProcess
 
 Factory = Callable[..., ServerProcess]
 MB = 1024 * 1024
@@ -86,16 +87,16 @@ async def test_unfinished_heads_cost_bounded_memory_and_are_timed_out(
     ],
 )
 async def test_oversized_heads_are_refused_at_once(
-    server_factory: Factory, head: bytes, status: bytes
+    serve: Serve, head: bytes, status: bytes
 ) -> None:
-    server = server_factory({"REDIS_ENABLED": "false"})
+    server = await serve(redis_enabled=False)
     answer = await raw_request(server.port, head)
     assert answer.startswith(b"HTTP/1.1 " + status), answer[:80]
 
 
-async def test_a_long_token_in_the_url_gets_an_answer_at_once(server_factory: Factory) -> None:
+async def test_a_long_token_in_the_url_gets_an_answer_at_once(serve: Serve) -> None:
     # A ~9.5 KB token: longer than websockets' 8 KB line, well within the head bound.
-    server = server_factory({"REDIS_ENABLED": "false"})
+    server = await serve(redis_enabled=False)
     token = make_token("long", padding="p" * 9000)
     client = await open_voice(server, token)
     assert client.first is not None and client.first["resumed"] is False
@@ -145,18 +146,16 @@ def _masked_text(payload: bytes) -> bytes:
     return bytes([0x81, 0x80 | len(payload)]) + b"\0\0\0\0" + payload
 
 
-async def test_binary_frame_over_the_limit_is_1009(server_factory: Factory) -> None:
-    server = server_factory({"REDIS_ENABLED": "false", "VOICE_MAX_MESSAGE_BYTES": "4096"})
+async def test_binary_frame_over_the_limit_is_1009(serve: Serve) -> None:
+    server = await serve(redis_enabled=False, voice_max_message_bytes=4096)
     client = await open_voice(server, make_token())
     await client.send(b"\0" * 5000)
     code, reason = await client.closed()
     assert code == 1009 and "4096" in reason
 
 
-async def test_small_binary_frames_get_an_error_and_the_session_goes_on(
-    server_factory: Factory,
-) -> None:
-    server = server_factory({"REDIS_ENABLED": "false"})
+async def test_small_binary_frames_get_an_error_and_the_session_goes_on(serve: Serve) -> None:
+    server = await serve(redis_enabled=False)
     client = await open_voice(server, make_token())
     await client.send(b"\x01\x02")
     error = (await client.recv_until("error"))[-1]

@@ -1,29 +1,30 @@
-"""The health endpoint, probes and start-up lines, with Redis up, down, back, and disabled."""
+"""The health endpoint, probes and start-up lines, with Redis up, down, back, and disabled.
+
+All in process (`serve`): Redis's outages are Redis's process stopping, not the gateway's.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 
 import httpx
 
 from tests.clients import make_token, open_voice
 from tests.redis_server import RedisServer, free_port
-from tests.servers import ServerProcess
+from tests.servers import Serve
 
-GatewayFactory = Callable[..., ServerProcess]
 KEYS = {"status", "feature_enabled", "openai_configured", "weaviate_enabled", "engine", "version",
         "redis", "alerts", "timestamp"}  # fmt: skip
 REDIS_KEYS = {"redis_available", "redis_enabled", "using_fallback", "redis_url", "redis_version",
               "connected_clients", "used_memory_human", "latency_ms"}  # fmt: skip
 
 
-def test_healthy_with_a_password_protected_redis(
-    server_factory: GatewayFactory, redis_server_with_password: RedisServer
+async def test_healthy_with_a_password_protected_redis(
+    serve: Serve, redis_server_with_password: RedisServer
 ) -> None:
     server = redis_server_with_password
-    gateway = server_factory({"REDIS_URL": server.url, "APP_VERSION": "9.9.9-test"})
-    health = gateway.health()
+    gateway = await serve(redis_url=server.url, app_version="9.9.9-test")
+    health = await gateway.health()
     assert set(health) == KEYS
     redis = health["redis"]
     assert isinstance(redis, dict) and set(redis) == REDIS_KEYS
@@ -52,19 +53,18 @@ def test_healthy_with_a_password_protected_redis(
     assert "ℹ️ Sentry DSN not configured, error tracking disabled" in gateway.log
     assert server.password is not None
     assert server.password not in gateway.log
-    assert server.password not in httpx.get(f"{gateway.http}/api/v1/voice/health").text
+    async with httpx.AsyncClient() as http:
+        assert server.password not in (await http.get(f"{gateway.http}/api/v1/voice/health")).text
 
 
-async def test_unreachable_redis_at_start_degrades_and_voice_keeps_working(
-    server_factory: GatewayFactory,
-) -> None:
+async def test_unreachable_redis_at_start_degrades_and_voice_keeps_working(serve: Serve) -> None:
     port = free_port()
-    gateway = server_factory({"REDIS_URL": f"redis://:pw-never-shown-1234@127.0.0.1:{port}/0"})
+    gateway = await serve(redis_url=f"redis://:pw-never-shown-1234@127.0.0.1:{port}/0")
     log = gateway.log
     failed = log.index("❌ Redis connection failed: ")
     assert log.index("⚠️ Falling back to in-memory session storage") > failed
     assert "pw-never-shown-1234" not in log
-    health = gateway.health()
+    health = await gateway.health()
     assert health["status"] == "degraded"
     redis = health["redis"]
     assert isinstance(redis, dict)
@@ -79,11 +79,9 @@ async def test_unreachable_redis_at_start_degrades_and_voice_keeps_working(
     await client.close()
 
 
-def test_redis_disabled_never_connects(server_factory: GatewayFactory) -> None:
-    gateway = server_factory(
-        {"REDIS_ENABLED": "false", "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
-    )
-    health = gateway.health()
+async def test_redis_disabled_never_connects(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    health = await gateway.health()
     redis = health["redis"]
     assert isinstance(redis, dict)
     assert health["status"] == "healthy"
@@ -96,35 +94,34 @@ def test_redis_disabled_never_connects(server_factory: GatewayFactory) -> None:
     assert "REDIS_ENABLED=false" in gateway.log
 
 
-def test_feature_flag_off_reports_disabled(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false", "ENABLE_VOICE_REALTIME": "false"})
-    health = gateway.health()
+async def test_feature_flag_off_reports_disabled(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False, enable_voice_realtime=False)
+    health = await gateway.health()
     assert (health["status"], health["feature_enabled"]) == ("disabled", False)
 
 
-async def test_redis_killed_then_restarted(
-    server_factory: GatewayFactory, redis_server: RedisServer
-) -> None:
-    gateway = server_factory({"REDIS_URL": redis_server.url})
-    assert gateway.health()["status"] == "healthy"
+async def test_redis_killed_then_restarted(serve: Serve, redis_server: RedisServer) -> None:
+    gateway = await serve(redis_url=redis_server.url)
+    assert (await gateway.health())["status"] == "healthy"
     redis_server.stop()
-    assert gateway.health()["status"] == "degraded"  # the health check's own PING notices
+    assert (await gateway.health())["status"] == "degraded"  # the health check's own PING notices
     during = await open_voice(gateway, make_token("outage-user"))  # served from memory
     await during.close()
     redis_server.start()
-    gateway.wait_for_log("Redis write-back done")
+    await gateway.wait_for_log("Redis write-back done")
     assert gateway.log.count("✅ Redis connected successfully") == 2
-    assert gateway.health()["status"] == "healthy"
+    assert (await gateway.health())["status"] == "healthy"
     again = await open_voice(gateway, make_token("outage-user"), session_id=during.session_id)
     assert again.first is not None and again.first["resumed"] is True
     await again.close()
 
 
-def test_probes(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false"})
-    assert httpx.get(f"{gateway.http}/livez").status_code == 200
-    assert httpx.get(f"{gateway.http}/readyz").json() == {"status": "ready"}
-    metrics = httpx.get(f"{gateway.http}/metrics")
+async def test_probes(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False)
+    async with httpx.AsyncClient(base_url=gateway.http) as http:
+        assert (await http.get("/livez")).status_code == 200
+        assert (await http.get("/readyz")).json() == {"status": "ready"}
+        metrics = await http.get("/metrics")
+        page = await http.get("/")
     assert metrics.status_code == 200 and "voicegate_sessions_active" in metrics.text
-    page = httpx.get(f"{gateway.http}/")
     assert page.status_code == 200 and "voicegate" in page.text.lower()

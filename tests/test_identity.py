@@ -7,13 +7,12 @@ import time
 import uuid
 from collections.abc import Callable
 
-import jwt
 import pytest
 
 from tests.clients import make_token, open_voice, refused
 from tests.plan_standin import PlanStandin
 from tests.redis_server import RedisServer
-from tests.servers import TEST_JWT_SECRET, InProcessServer
+from tests.servers import InProcessServer
 
 Serve = Callable[..., "asyncio.Future[InProcessServer]"]
 
@@ -21,14 +20,12 @@ Serve = Callable[..., "asyncio.Future[InProcessServer]"]
 def supabase_token(user: str, *, plan: str | None, email: str = "ana@example.com") -> str:
     """What Supabase issues: a UUID `sub`, `aud: authenticated`, `role`, the plan (if any)
     under `app_metadata`, where only the backend can write it."""
-    now = int(time.time())
-    claims: dict[str, object] = {
-        "sub": user, "email": email, "aud": "authenticated", "role": "authenticated",
-        "iat": now, "exp": now + 600, "session_id": str(uuid.uuid4()),
-        "app_metadata": {"provider": "email", **({"plan": plan} if plan else {})},
-        "user_metadata": {"full_name": "Ana"},
-    }  # fmt: skip
-    return jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256")
+    return make_token(
+        user, None, email=email, aud="authenticated", role="authenticated",
+        session_id=str(uuid.uuid4()),
+        app_metadata={"provider": "email", **({"plan": plan} if plan else {})},
+        user_metadata={"full_name": "Ana"},
+    )  # fmt: skip
 
 
 SUPABASE = {"jwt_audience": "authenticated", "jwt_plan_claim": "app_metadata.plan"}

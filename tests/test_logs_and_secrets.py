@@ -6,7 +6,7 @@ import json
 import logging
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,6 @@ from voicegate.ops.logs import MaskingFormatter
 
 GatewayFactory = Callable[..., ServerProcess]
 API_KEY = "sk-test-secret-api-key-0123456789abcdef"
-
-
-@pytest.fixture
-def sentry() -> Iterator[SentryStandin]:
-    # Requested before `server_factory`, so it outlives the gateways: their exit flush lands.
-    with SentryStandin() as standin:
-        yield standin
 
 
 def json_lines(log: str) -> list[dict[str, Any]]:

@@ -1,4 +1,8 @@
-"""`/metrics` of a real server process, against a real Redis and real WebSocket sessions."""
+"""`/metrics` of a real server process, against a real Redis and real WebSocket sessions.
+
+Server processes of their own: prometheus-client's registry is process-wide, and the figures
+asserted here are each server's own counts from zero.
+"""
 
 from __future__ import annotations
 
@@ -14,10 +18,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.clients import b64, make_token, open_voice, pcm, refused
 from tests.redis_server import RedisServer, free_port
-from tests.servers import ServerProcess
+from tests.servers import GatewayFactory, InProcessServer, ServerProcess
 from tests.standin_openai import StandinOpenAI
 
-GatewayFactory = Callable[..., ServerProcess]
 Samples = dict[str, float]
 API_KEY = "sk-test-metrics-key-0123456789"
 
@@ -32,7 +35,7 @@ def parse(text: str) -> Samples:
     return samples
 
 
-async def scrape(gateway: ServerProcess) -> Samples:
+async def scrape(gateway: ServerProcess | InProcessServer) -> Samples:
     async with httpx.AsyncClient(timeout=5) as http:
         response = await http.get(f"{gateway.http}/metrics")
     assert response.status_code == 200
@@ -41,7 +44,7 @@ async def scrape(gateway: ServerProcess) -> Samples:
 
 
 async def eventually(
-    gateway: ServerProcess, check: Callable[[Samples], bool], timeout: float = 10
+    gateway: ServerProcess | InProcessServer, check: Callable[[Samples], bool], timeout: float = 10
 ) -> Samples:
     """Scrape until `check` holds (what another process does is only seen by looking again)."""
     samples: Samples = {}

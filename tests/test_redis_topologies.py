@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
 
-from tests.clients import make_token, open_voice, refused
+from tests.clients import Server, make_token, open_voice, refused
 from tests.redis_server import RedisServer
-from tests.servers import ServerProcess
-
-GatewayFactory = Callable[..., ServerProcess]
+from tests.servers import GatewayFactory, Serve, ServerProcess
 
 
-async def _admit_limit_and_resume(gateway: ServerProcess, user: str) -> None:
-    health = gateway.health()
-    assert health["status"] == "healthy", health
+async def _admit_limit_and_resume(gateway: Server, user: str) -> None:
     token = make_token(user)
     first = await open_voice(gateway, token)
     await first.close()
@@ -27,20 +21,29 @@ async def _admit_limit_and_resume(gateway: ServerProcess, user: str) -> None:
     await again.close()
 
 
+# Sentinel and Cluster run in server processes of their own: in process, redis-py's Sentinel
+# client warns that `retry_on_timeout` (which storage/client.py passes) is deprecated, and at
+# shutdown both clients leave a connection unclosed; with filterwarnings = error either fails
+# the test, for what a process at its exit never shows.
 @pytest.mark.slow
 async def test_sentinel_url(server_factory: GatewayFactory, sentinel_port: int) -> None:
-    gateway = server_factory({"REDIS_URL": f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster"})
+    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster"
+    gateway: ServerProcess = server_factory({"REDIS_URL": url})
+    assert gateway.health()["status"] == "healthy"
     await _admit_limit_and_resume(gateway, "sentinel-user")
 
 
 @pytest.mark.slow
 async def test_cluster_url(server_factory: GatewayFactory, cluster_port: int) -> None:
-    gateway = server_factory({"REDIS_URL": f"redis+cluster://127.0.0.1:{cluster_port}"})
+    url = f"redis+cluster://127.0.0.1:{cluster_port}"
+    gateway: ServerProcess = server_factory({"REDIS_URL": url})
+    assert gateway.health()["status"] == "healthy"
     assert "✅ Redis connected successfully: redis+cluster://127.0.0.1:" in gateway.log
     await _admit_limit_and_resume(gateway, "cluster-user")
 
 
-async def test_tls_url(server_factory: GatewayFactory, redis_tls_server: RedisServer) -> None:
-    gateway = server_factory({"REDIS_URL": redis_tls_server.url})
+async def test_tls_url(serve: Serve, redis_tls_server: RedisServer) -> None:
+    gateway = await serve(redis_url=redis_tls_server.url)
+    assert (await gateway.health())["status"] == "healthy"
     assert "✅ Redis connected successfully: rediss://127.0.0.1:" in gateway.log
     await _admit_limit_and_resume(gateway, "tls-user")

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.clients import make_token, open_voice
 from tests.redis_server import RedisServer
 from tests.sentry_standin import SentryStandin, event_message, parse_envelope
-from tests.servers import TEST_JWT_SECRET, ServerProcess
+from tests.servers import TEST_JWT_SECRET, Serve, ServerProcess
 from tests.standin_openai import StandinOpenAI
 from voicegate.ops.sentry import FILTERED, SentryScrubber
 
@@ -20,13 +19,6 @@ GatewayFactory = Callable[..., ServerProcess]
 
 PASSWORD = "s3cret-redis-pass-XYZ"
 API_KEY = "sk-test-abcdefghijklmnopqrstuvwxyz0123456789"
-
-
-@pytest.fixture
-def sentry() -> Iterator[SentryStandin]:
-    # Requested before `server_factory`, so it outlives the gateways: their exit flush lands.
-    with SentryStandin() as standin:
-        yield standin
 
 
 def secrets_in(text: str, *secrets: str) -> list[str]:
@@ -163,7 +155,9 @@ async def test_sampled_transactions_are_scrubbed_and_flushed_at_shutdown(
         assert secrets_in(raw, token, TEST_JWT_SECRET, "cookie-value-1", "xk-987654") == []
 
 
-def test_without_dsn_tracking_is_off_and_says_so(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false"})
+async def test_without_dsn_tracking_is_off_and_says_so(serve: Serve) -> None:
+    # In process: without a DSN nothing process-wide is set up. (With one, `sentry_sdk.init`
+    # would stay in this test process: those cases run `voicegate serve` processes.)
+    gateway = await serve(redis_enabled=False)
     assert "ℹ️ Sentry DSN not configured, error tracking disabled" in gateway.log
     assert "Sentry initialized" not in gateway.log

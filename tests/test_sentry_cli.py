@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import tempfile
@@ -13,7 +12,7 @@ import pytest
 
 from tests.redis_server import free_port
 from tests.sentry_standin import SentryStandin, event_message
-from tests.servers import TEST_JWT_SECRET
+from tests.servers import TEST_JWT_SECRET, clean_environment
 from voicegate.config import package_version
 
 PUBLIC_KEY = "5f0e1d2c3b4a59687766554433221100"
@@ -23,10 +22,9 @@ SECRET_KEY = "00112233445566778899aabbccddeeff"
 def sentry_test(env: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
     """`python -m voicegate sentry-test` in the server's environment (`env`), as an operator
     runs it; nothing of this machine's own configuration comes along."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SENTRY_", "APP_"))}
     return subprocess.run(
         [sys.executable, "-m", "voicegate", "sentry-test", *argv],
-        env={**clean, "REDIS_ENABLED": "false", "JWT_SECRET": TEST_JWT_SECRET, **env},
+        env=clean_environment(REDIS_ENABLED="false", JWT_SECRET=TEST_JWT_SECRET, **env),
         capture_output=True, text=True, timeout=60, check=False, cwd=tempfile.gettempdir(),
     )  # fmt: skip
 

@@ -1,34 +1,51 @@
-"""`voicegate verify` against real gateways: the checklist, its exit code, and no secret shown."""
+"""`voicegate verify` against real gateways: the checklist, its exit code, and no secret shown.
+
+The gateways run in process (`serve`); the command runs beside them, on the same event loop or
+as a process of its own.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
+import io
 import sys
-from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 
 from tests.clients import make_token, open_voice, refused
 from tests.redis_server import RedisServer, free_port
-from tests.servers import TEST_JWT_SECRET, ServerProcess
+from tests.servers import TEST_JWT_SECRET, Serve
 from tests.standin_openai import StandinOpenAI
-from voicegate.cli import main
-
-GatewayFactory = Callable[..., ServerProcess]
-
-
-def verify_process(*argv: str) -> subprocess.CompletedProcess[str]:
-    """The real entry point: `python -m voicegate verify …` in a process of its own."""
-    command = [sys.executable, "-m", "voicegate", "verify", *argv]
-    return subprocess.run(command, capture_output=True, text=True, timeout=90, check=False)
+from voicegate.cli import _parser, main
+from voicegate.cli import verify as verify_command
 
 
-def verify_here(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """`voicegate verify …` through `cli.main` in this process: the exit code and the output."""
-    code = main(["verify", *argv])
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
+@dataclass
+class Done:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def verify_process(*argv: str) -> Done:
+    """The real entry point: `python -m voicegate verify …` in a process of its own (awaited,
+    so that a gateway on this event loop goes on serving it)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "voicegate", "verify", *argv,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(90):
+        stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return Done(process.returncode, stdout.decode(), stderr.decode())
+
+
+async def verify_here(*argv: str) -> tuple[int, str]:
+    """`voicegate verify …` on this event loop: the exit code and the output."""
+    out = io.StringIO()
+    code = await verify_command.run(_parser().parse_args(["verify", *argv]), out)
+    return code, out.getvalue()
 
 
 def checklist(output: str) -> dict[str, str]:
@@ -44,11 +61,9 @@ def assert_nothing_secret(output: str, *secrets: str) -> None:
     assert "Traceback" not in output
 
 
-def test_healthy_gateway_passes_every_check(
-    server_factory: GatewayFactory, redis_server: RedisServer
-) -> None:
-    gateway = server_factory({"REDIS_URL": redis_server.url})
-    done = verify_process(gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--rate-limit")
+async def test_healthy_gateway_passes_every_check(serve: Serve, redis_server: RedisServer) -> None:
+    gateway = await serve(redis_url=redis_server.url)
+    done = await verify_process(gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--rate-limit")
     assert done.returncode == 0, done.stdout + done.stderr
     checks = checklist(done.stdout)
     assert list(checks) == ["Health", "Ready", "Voice session", "Resume", "Rate limit"]
@@ -68,25 +83,20 @@ def test_healthy_gateway_passes_every_check(
 
 
 async def test_openai_engine_session_asks_for_the_response_and_reports_the_audio(
-    server_factory: GatewayFactory, redis_server: RedisServer
+    serve: Serve, redis_server: RedisServer
 ) -> None:
     async with StandinOpenAI() as upstream:
-        gateway = server_factory({
-            "REDIS_URL": redis_server.url,
-            "VOICE_ENGINE": "openai",
-            "OPENAI_API_KEY": "sk-test-standin-key-0123456789",
-            "OPENAI_REALTIME_URL": upstream.url,
-        })  # fmt: skip
-        # The stand-in serves on this event loop: the CLI runs beside it, not blocking it.
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voicegate", "verify", gateway.http,
-            "--jwt-secret", TEST_JWT_SECRET, "--long", "0.03", "--turn-every", "0.5",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        async with asyncio.timeout(60):
-            stdout, stderr = await process.communicate()
-        output = stdout.decode()
-        assert process.returncode == 0, output + stderr.decode()
+        gateway = await serve(
+            redis_url=redis_server.url,
+            voice_engine="openai",
+            openai_api_key="sk-test-standin-key-0123456789",
+            openai_realtime_url=upstream.url,
+        )
+        done = await verify_process(
+            gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--long", "0.03", "--turn-every", "0.5"
+        )
+        output = done.stdout
+        assert done.returncode == 0, output + done.stderr
         assert "healthy (engine openai, Redis " in checklist(output)["Health"]
         assert "✅ Voice session: 1.0 s of audio back from openai" in output
         # Held for ~2 s, a turn every 0.5 s, each asked for with response.create and answered.
@@ -100,15 +110,15 @@ async def test_openai_engine_session_asks_for_the_response_and_reports_the_audio
 
 
 @pytest.mark.parametrize("outage", ["never-up", "went-down"])
-def test_redis_down_fails_health_but_the_voice_session_falls_back(
-    server_factory: GatewayFactory, redis_server: RedisServer, outage: str
+async def test_redis_down_fails_health_but_the_voice_session_falls_back(
+    serve: Serve, redis_server: RedisServer, outage: str
 ) -> None:
     if outage == "never-up":
-        gateway = server_factory({"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+        gateway = await serve(redis_url=f"redis://127.0.0.1:{free_port()}/0")
     else:
-        gateway = server_factory({"REDIS_URL": redis_server.url})
+        gateway = await serve(redis_url=redis_server.url)
         redis_server.stop()
-    done = verify_process(gateway.http, "--jwt-secret", TEST_JWT_SECRET)
+    done = await verify_process(gateway.http, "--jwt-secret", TEST_JWT_SECRET)
     assert done.returncode == 1, done.stdout + done.stderr
     checks = checklist(done.stdout)
     assert checks["Health"].startswith("❌ Health: degraded — Redis unavailable")
@@ -119,12 +129,12 @@ def test_redis_down_fails_health_but_the_voice_session_falls_back(
     assert_nothing_secret(done.stdout + done.stderr, TEST_JWT_SECRET)
 
 
-def test_bad_token_fails_the_voice_session_with_the_4001_reason(
-    server_factory: GatewayFactory, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+async def test_bad_token_fails_the_voice_session_with_the_4001_reason(
+    serve: Serve, redis_server: RedisServer
 ) -> None:
-    gateway = server_factory({"REDIS_URL": redis_server.url})
+    gateway = await serve(redis_url=redis_server.url)
     token = make_token(secret="another-secret-another-secret-0123456789")
-    code, output = verify_here(capsys, gateway.http, "--token", token)
+    code, output = await verify_here(gateway.http, "--token", token)
     assert code == 1
     checks = checklist(output)
     assert checks["Health"].startswith("✅")
@@ -144,8 +154,8 @@ def test_bad_token_fails_the_voice_session_with_the_4001_reason(
     ],
     ids=["refused", "dns"],
 )
-def test_unreachable_base_url_is_one_clear_failure(base_url: str, reason: str) -> None:
-    done = verify_process(base_url, "--jwt-secret", TEST_JWT_SECRET, "--timeout", "5")
+async def test_unreachable_base_url_is_one_clear_failure(base_url: str, reason: str) -> None:
+    done = await verify_process(base_url, "--jwt-secret", TEST_JWT_SECRET, "--timeout", "5")
     assert done.returncode == 1
     health = done.stdout.splitlines()[1]
     assert health.startswith(f"❌ Health: cannot reach {base_url}: {reason}"), done.stdout
@@ -155,33 +165,28 @@ def test_unreachable_base_url_is_one_clear_failure(base_url: str, reason: str) -
     assert_nothing_secret(done.stdout, TEST_JWT_SECRET)
 
 
-def test_rate_limit_with_a_token_refuses_to_spend_the_users_quota(
-    server_factory: GatewayFactory, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+async def test_rate_limit_with_a_token_refuses_to_spend_the_users_quota(
+    serve: Serve, redis_server: RedisServer
 ) -> None:
-    gateway = server_factory({"REDIS_URL": redis_server.url})
+    gateway = await serve(redis_url=redis_server.url)
     token = make_token("real-user")
-    code, output = verify_here(capsys, gateway.http, "--token", token, "--rate-limit")
+    code, output = await verify_here(gateway.http, "--token", token, "--rate-limit")
     assert code == 1
     checks = checklist(output)
     assert [line[0] for line in checks.values()] == ["✅", "✅", "✅", "✅", "❌"]
     assert "--rate-limit needs --jwt-secret" in checks["Rate limit"]
     assert_nothing_secret(output, token)
 
-    async def quota_left() -> tuple[int, str]:
-        for _ in range(4):  # the voice check spent one session of five, the resume none
-            await (await open_voice(gateway, token)).close()
-        return await refused(gateway, token)
-
-    assert asyncio.run(quota_left()) == (4029, "Rate limit exceeded (5 sessions/hour max)")
+    for _ in range(4):  # the voice check spent one session of five, the resume none
+        await (await open_voice(gateway, token)).close()
+    assert await refused(gateway, token) == (4029, "Rate limit exceeded (5 sessions/hour max)")
 
 
-def test_rate_limit_figures_come_from_the_refusal(
-    server_factory: GatewayFactory, redis_server: RedisServer, capsys: pytest.CaptureFixture[str]
+async def test_rate_limit_figures_come_from_the_refusal(
+    serve: Serve, redis_server: RedisServer
 ) -> None:
-    gateway = server_factory({"REDIS_URL": redis_server.url, "VOICE_RATE_LIMIT": "2/minute"})
-    code, output = verify_here(
-        capsys, gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--rate-limit"
-    )
+    gateway = await serve(redis_url=redis_server.url, voice_rate_limit="2/minute")
+    code, output = await verify_here(gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--rate-limit")
     assert code == 0, output
     assert checklist(output)["Rate limit"] == (
         "✅ Rate limit: sessions 1–2 admitted, session 3 refused with 4029 "
@@ -190,25 +195,21 @@ def test_rate_limit_figures_come_from_the_refusal(
 
 
 @pytest.mark.parametrize(
-    ("env", "health", "voice"),
+    ("settings", "health", "voice"),
     [
-        ({"REDIS_ENABLED": "false"}, "❌ Health: healthy — Redis disabled (REDIS_ENABLED=false)",
+        ({"redis_enabled": False}, "❌ Health: healthy — Redis disabled (REDIS_ENABLED=false)",
          "✅"),
-        ({"REDIS_ENABLED": "false", "ENABLE_VOICE_REALTIME": "false"},
+        ({"redis_enabled": False, "enable_voice_realtime": False},
          "❌ Health: disabled — the voice feature is off",
          "❌ Voice session: refused with close 1008: Voice realtime feature disabled"),
     ],
     ids=["memory-only", "feature-off"],
 )  # fmt: skip
-def test_health_names_what_a_deployment_is_missing(
-    server_factory: GatewayFactory,
-    capsys: pytest.CaptureFixture[str],
-    env: dict[str, str],
-    health: str,
-    voice: str,
+async def test_health_names_what_a_deployment_is_missing(
+    serve: Serve, settings: dict[str, object], health: str, voice: str
 ) -> None:
-    gateway = server_factory(env)
-    code, output = verify_here(capsys, gateway.http, "--jwt-secret", TEST_JWT_SECRET)
+    gateway = await serve(**settings)
+    code, output = await verify_here(gateway.http, "--jwt-secret", TEST_JWT_SECRET)
     assert code == 1
     checks = checklist(output)
     assert checks["Health"].startswith(health), output

@@ -1,7 +1,12 @@
-"""`voicegate verify --long`: one session held with audio turns, against real gateways."""
+"""`voicegate verify --long`: one session held with audio turns, against real gateways.
+
+Where the test reads the gateway's absolute /metrics figures it runs `voicegate serve` in a
+process of its own (prometheus-client's registry is process-wide); the others run in process.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import pty
@@ -9,19 +14,17 @@ import re
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
 
 import pytest
 
 from tests.redis_server import RedisServer
-from tests.servers import TEST_JWT_SECRET, InProcessServer, ServerProcess
+from tests.servers import TEST_JWT_SECRET, GatewayFactory, Serve
 from tests.test_metrics import scrape
 from tests.test_verify import assert_nothing_secret, checklist, verify_process
 from voicegate.cli import _parser
 from voicegate.cli import verify as verify_command
 from voicegate.ops import metrics
 
-GatewayFactory = Callable[..., ServerProcess]
 LONG_LINE = re.compile(
     r"✅ Long session: 0:0\d in one session, (\d+) turns, each echoed byte for byte "
     r"\(first audio median \d+ ms, max \d+ ms\); no session.timeout \(cap 1800 s\); "
@@ -34,7 +37,7 @@ async def test_long_session_holds_one_session_and_checks_every_turn(
 ) -> None:
     gateway = server_factory({"REDIS_URL": redis_server.url})
     started = time.monotonic()
-    done = verify_process(
+    done = await verify_process(
         gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--long", "0.05", "--turn-every", "0.5"
     )  # 3 s: a turn at the start, every 0.5 s, and one at the end
     assert done.returncode == 0, done.stdout + done.stderr
@@ -59,7 +62,7 @@ async def test_a_cap_shorter_than_the_run_fails_at_once(
 ) -> None:
     gateway = server_factory({"REDIS_URL": redis_server.url, "VOICE_MAX_SESSION_SECONDS": "2"})
     started = time.monotonic()
-    done = verify_process(gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--long")
+    done = await verify_process(gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--long")
     assert time.monotonic() - started < 60  # eleven minutes were asked: not held
     assert done.returncode == 1
     assert checklist(done.stdout)["Long session"] == (
@@ -70,9 +73,7 @@ async def test_a_cap_shorter_than_the_run_fails_at_once(
     assert (await scrape(gateway))["voicegate_sessions_admitted_total"] == 1  # the voice check
 
 
-async def test_a_session_timeout_before_the_announced_cap_is_reported(
-    serve: Callable[..., Awaitable[InProcessServer]],
-) -> None:
+async def test_a_session_timeout_before_the_announced_cap_is_reported(serve: Serve) -> None:
     server = await serve(redis_enabled=False, voice_max_session_seconds=1.5)
     # What an instance behind the same BASE_URL but configured otherwise would announce.
     metrics.SESSION_MAX_SECONDS.set(3600)
@@ -92,25 +93,27 @@ async def test_a_session_timeout_before_the_announced_cap_is_reported(
     ), line
 
 
-def test_on_a_terminal_the_progress_line_is_rewritten_in_place(
-    server_factory: GatewayFactory,
-) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false"})
+async def test_on_a_terminal_the_progress_line_is_rewritten_in_place(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False)
     controller, terminal = pty.openpty()
     command = [sys.executable, "-m", "voicegate", "verify", gateway.http, "--jwt-secret",
                TEST_JWT_SECRET, "--long", "0.03", "--turn-every", "0.5"]  # fmt: skip
     process = subprocess.Popen(command, stdout=terminal, stderr=subprocess.PIPE)
     os.close(terminal)
-    shown = bytearray()
-    try:
+
+    def read_until_closed() -> bytes:
+        shown = bytearray()
         while chunk := _read_terminal(controller):
             shown += chunk
+        return bytes(shown)
+
+    try:  # read in a thread: the gateway answering the command runs on this event loop
+        text = (await asyncio.to_thread(read_until_closed)).decode()
     finally:
         os.close(controller)
-        process.wait(timeout=30)
+        await asyncio.to_thread(process.wait, 30)
         assert process.stderr is not None
         process.stderr.close()
-    text = shown.decode()
     rewrites = text.count("\r\x1b[K⏳ Long session: ")
     assert rewrites >= 3, text
     assert text.count("⏳ Long session: ") == rewrites  # every update rewrites the same line

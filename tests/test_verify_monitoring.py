@@ -1,27 +1,29 @@
-"""`voicegate verify --monitoring`: the guide's 24-hour checks on a real gateway's own figures."""
+"""`voicegate verify --monitoring`: the guide's 24-hour checks on a real gateway's own figures.
+
+The gateways are processes of their own: the checks read counters (Redis errors, fallbacks)
+that must start at zero, and prometheus-client's registry is process-wide.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import redis
 
 from tests.redis_server import RedisServer
-from tests.servers import TEST_JWT_SECRET, ServerProcess
+from tests.servers import TEST_JWT_SECRET, GatewayFactory, ServerProcess
 from tests.test_metrics import eventually
 from tests.test_verify import checklist, verify_process
 from voicegate.cli._gateway import Failed
 from voicegate.cli._monitoring import Judge, Reading
 
-GatewayFactory = Callable[..., ServerProcess]
 MONITORING = ["Redis ops/s", "Redis memory", "Redis latency", "Redis errors"]
 
 
-def monitor(gateway: ServerProcess, seconds: str = "2") -> tuple[int, dict[str, str], str]:
-    done = verify_process(
+async def monitor(gateway: ServerProcess, seconds: str = "2") -> tuple[int, dict[str, str], str]:
+    done = await verify_process(
         gateway.http, "--jwt-secret", TEST_JWT_SECRET, "--monitoring", "--monitoring-seconds",
         seconds,
     )  # fmt: skip
@@ -29,13 +31,13 @@ def monitor(gateway: ServerProcess, seconds: str = "2") -> tuple[int, dict[str, 
     return done.returncode, checklist(done.stdout), done.stdout
 
 
-def test_a_healthy_gateway_passes_the_24_hour_checks(
+async def test_a_healthy_gateway_passes_the_24_hour_checks(
     server_factory: GatewayFactory, redis_server: RedisServer
 ) -> None:
     with redis.Redis(port=redis_server.port) as admin:
         admin.config_set("maxmemory", 256 * 1024 * 1024)
     gateway = server_factory({"REDIS_URL": redis_server.url, "METRICS_SAMPLE_SECONDS": "0.2"})
-    code, checks, output = monitor(gateway)
+    code, checks, output = await monitor(gateway)
     assert code == 0, output
     assert list(checks)[-4:] == MONITORING
     assert re.fullmatch(
@@ -66,7 +68,7 @@ async def test_an_ongoing_outage_fails_the_redis_checks(
     gateway = server_factory({"REDIS_URL": redis_server.url, "METRICS_SAMPLE_SECONDS": "0.2"})
     redis_server.stop()
     await eventually(gateway, lambda m: m["voicegate_redis_fallback"] == 1)
-    code, checks, output = monitor(gateway, "1")
+    code, checks, output = await monitor(gateway, "1")
     assert code == 1
     assert checks["Redis ops/s"] == (
         "❌ Redis ops/s: no reading: Redis was unreachable for the whole window"
@@ -93,7 +95,7 @@ async def test_repeated_outages_and_no_maxmemory_fail_with_their_reasons(
         await eventually(gateway, lambda m, n=outage: m["voicegate_redis_fallbacks_total"] == n)
         redis_server.start()
         await eventually(gateway, lambda m: m["voicegate_redis_fallback"] == 0, timeout=20)
-    code, checks, output = monitor(gateway, "1")
+    code, checks, output = await monitor(gateway, "1")
     assert code == 1
     assert checks["Health"].startswith("✅"), output  # Redis serves again …
     assert checks["Redis errors"].startswith("❌ Redis errors: repeated: "), output  # … but

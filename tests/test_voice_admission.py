@@ -1,30 +1,31 @@
-"""Admission over a real WebSocket: every close code of contract §4, with its reason."""
+"""Admission over a real WebSocket: every close code of contract §4, with its reason.
+
+In process (`serve`), except what needs processes: two instances sharing a Redis, and the drain
+on SIGTERM.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
 import json
-from collections.abc import Callable
 
 import pytest
 
 from tests.clients import make_token, open_voice, refused
 from tests.redis_server import RedisServer, free_port
-from tests.servers import ServerProcess
-
-GatewayFactory = Callable[..., ServerProcess]
+from tests.servers import GatewayFactory, InProcessServer, Serve, ServerProcess
 
 
 @pytest.fixture
-def memory_gateway(server_factory: GatewayFactory) -> ServerProcess:
-    return server_factory({"REDIS_ENABLED": "false"})
+async def memory_gateway(serve: Serve) -> InProcessServer:
+    return await serve(redis_enabled=False)
 
 
-async def test_feature_flag_off_closes_1008(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false", "ENABLE_VOICE_REALTIME": "false"})
+async def test_feature_flag_off_closes_1008(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False, enable_voice_realtime=False)
     assert await refused(gateway, make_token()) == (1008, "Voice realtime feature disabled")
-    assert gateway.health()["status"] == "disabled"
+    assert (await gateway.health())["status"] == "disabled"
 
 
 @pytest.mark.parametrize(
@@ -38,7 +39,7 @@ async def test_feature_flag_off_closes_1008(server_factory: GatewayFactory) -> N
     ids=["missing", "malformed", "expired", "bad-signature"],
 )
 async def test_bad_tokens_close_4001(
-    memory_gateway: ServerProcess, token: str | None, reason: str
+    memory_gateway: InProcessServer, token: str | None, reason: str
 ) -> None:
     code, said = await refused(memory_gateway, token)
     assert (code, said) == (4001, reason)
@@ -46,19 +47,21 @@ async def test_bad_tokens_close_4001(
         assert token not in said and token not in memory_gateway.log
 
 
-async def test_plan_not_allowed_closes_4003_naming_the_plans(memory_gateway: ServerProcess) -> None:
+async def test_plan_not_allowed_closes_4003_naming_the_plans(
+    memory_gateway: InProcessServer,
+) -> None:
     code, reason = await refused(memory_gateway, make_token(plan="basic"))
     assert code == 4003
     assert "Elite" in reason and "Intelia" in reason
 
 
-async def test_plans_are_case_insensitive(memory_gateway: ServerProcess) -> None:
+async def test_plans_are_case_insensitive(memory_gateway: InProcessServer) -> None:
     client = await open_voice(memory_gateway, make_token(plan="INTELIA"))
     assert client.first is not None and client.first["resumed"] is False
     await client.close()
 
 
-async def test_first_message_is_gateway_session(memory_gateway: ServerProcess) -> None:
+async def test_first_message_is_gateway_session(memory_gateway: InProcessServer) -> None:
     client = await open_voice(memory_gateway, make_token())
     first = client.first
     assert first is not None
@@ -67,7 +70,7 @@ async def test_first_message_is_gateway_session(memory_gateway: ServerProcess) -
     await client.close()
 
 
-async def test_unknown_and_foreign_session_ids_close_4004(memory_gateway: ServerProcess) -> None:
+async def test_unknown_and_foreign_session_ids_close_4004(memory_gateway: InProcessServer) -> None:
     alice = await open_voice(memory_gateway, make_token("alice"))
     await alice.close()
     unknown = await refused(memory_gateway, make_token("alice"), session_id="no-such-session")
@@ -76,7 +79,7 @@ async def test_unknown_and_foreign_session_ids_close_4004(memory_gateway: Server
     assert unknown[0] == 4004
 
 
-async def test_sixth_session_in_the_window_closes_4029(memory_gateway: ServerProcess) -> None:
+async def test_sixth_session_in_the_window_closes_4029(memory_gateway: InProcessServer) -> None:
     token = make_token("eager")
     for _ in range(5):
         client = await open_voice(memory_gateway, token)
@@ -85,13 +88,13 @@ async def test_sixth_session_in_the_window_closes_4029(memory_gateway: ServerPro
         4029,
         "Rate limit exceeded (5 sessions/hour max)",
     )
-    memory_gateway.wait_for_log("⚠️ Rate limit exceeded for user eager: 5/5")
+    await memory_gateway.wait_for_log("⚠️ Rate limit exceeded for user eager: 5/5")
     other = await open_voice(memory_gateway, make_token("someone-else"))  # per user
     await other.close()
 
 
-async def test_rate_limit_figures_come_from_config(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false", "VOICE_RATE_LIMIT": "2/minute"})
+async def test_rate_limit_figures_come_from_config(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False, voice_rate_limit="2/minute")
     token = make_token()
     for _ in range(2):
         await (await open_voice(gateway, token)).close()
@@ -110,7 +113,9 @@ async def test_rate_limit_is_shared_by_two_instances(
         assert await refused(gateway, token) == (4029, "Rate limit exceeded (5 sessions/hour max)")
 
 
-async def test_resume_does_not_count_against_the_rate_limit(memory_gateway: ServerProcess) -> None:
+async def test_resume_does_not_count_against_the_rate_limit(
+    memory_gateway: InProcessServer,
+) -> None:
     token = make_token("resumer")
     client = await open_voice(memory_gateway, token)
     session_id = client.session_id
@@ -124,7 +129,7 @@ async def test_resume_does_not_count_against_the_rate_limit(memory_gateway: Serv
         await again.close()
 
 
-async def test_concurrent_connections_cap_closes_4029(memory_gateway: ServerProcess) -> None:
+async def test_concurrent_connections_cap_closes_4029(memory_gateway: InProcessServer) -> None:
     token = make_token("busy")
     first = await open_voice(memory_gateway, token)
     second = await open_voice(memory_gateway, token)
@@ -135,16 +140,16 @@ async def test_concurrent_connections_cap_closes_4029(memory_gateway: ServerProc
     await asyncio.gather(second.close(), third.close())
 
 
-async def test_oversized_message_closes_1009(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false", "VOICE_MAX_MESSAGE_BYTES": "4096"})
+async def test_oversized_message_closes_1009(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False, voice_max_message_bytes=4096)
     client = await open_voice(gateway, make_token())
     await client.send({"type": "input_audio_buffer.append", "audio": "A" * 8000})
     code, reason = await client.closed()
     assert code == 1009 and "4096" in reason
 
 
-async def test_session_cap_sends_timeout_then_4008(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false", "VOICE_MAX_SESSION_SECONDS": "1"})
+async def test_session_cap_sends_timeout_then_4008(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False, voice_max_session_seconds=1)
     client = await open_voice(gateway, make_token())
     events = await client.recv_until("session.timeout", timeout=5)
     assert events[-1]["max_seconds"] == 1
@@ -168,21 +173,26 @@ async def test_resume_elsewhere_closes_the_older_connection_4409(
     await other_instance.close()
 
 
-async def test_unreachable_upstream_closes_1011(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({
-        "REDIS_ENABLED": "false",
-        "VOICE_ENGINE": "openai",
-        "OPENAI_API_KEY": "sk-test-unreachable-upstream-key",
-        "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{free_port()}/v1/realtime",
-    })  # fmt: skip
+def unreachable_upstream() -> dict[str, object]:
+    return {
+        "redis_enabled": False,
+        "voice_engine": "openai",
+        "openai_api_key": "sk-test-unreachable-upstream-key",
+        "openai_realtime_url": f"ws://127.0.0.1:{free_port()}/v1/realtime",
+    }
+
+
+async def test_unreachable_upstream_closes_1011(serve: Serve) -> None:
+    gateway = await serve(**unreachable_upstream())
     code, reason = await refused(gateway, make_token())
     assert code == 1011 and reason
     assert "sk-test-unreachable-upstream-key" not in reason + gateway.log
 
 
-async def test_draining_closes_1001_after_gateway_draining(memory_gateway: ServerProcess) -> None:
-    client = await open_voice(memory_gateway, make_token())
-    stopping = asyncio.get_running_loop().run_in_executor(None, memory_gateway.stop)
+async def test_draining_closes_1001_after_gateway_draining(server_factory: GatewayFactory) -> None:
+    gateway: ServerProcess = server_factory({"REDIS_ENABLED": "false"})
+    client = await open_voice(gateway, make_token())
+    stopping = asyncio.get_running_loop().run_in_executor(None, gateway.stop)
     events = await client.recv_until("gateway.draining")
     assert events[-1]["type"] == "gateway.draining" and events[-1]["event_id"]
     assert (await client.closed())[0] == 1001
@@ -190,7 +200,7 @@ async def test_draining_closes_1001_after_gateway_draining(memory_gateway: Serve
 
 
 async def test_bad_input_gets_error_events_and_the_session_goes_on(
-    memory_gateway: ServerProcess,
+    memory_gateway: InProcessServer,
 ) -> None:
     client = await open_voice(memory_gateway, make_token())
     cases = [
@@ -223,16 +233,8 @@ async def test_bad_input_gets_error_events_and_the_session_goes_on(
     await client.close()
 
 
-async def test_unreachable_upstream_does_not_charge_the_user(
-    server_factory: GatewayFactory,
-) -> None:
-    gateway = server_factory({
-        "REDIS_ENABLED": "false",
-        "VOICE_RATE_LIMIT": "1/hour",
-        "VOICE_ENGINE": "openai",
-        "OPENAI_API_KEY": "sk-test-unreachable-upstream-key",
-        "OPENAI_REALTIME_URL": f"ws://127.0.0.1:{free_port()}/v1/realtime",
-    })  # fmt: skip
+async def test_unreachable_upstream_does_not_charge_the_user(serve: Serve) -> None:
+    gateway = await serve(**unreachable_upstream(), voice_rate_limit="1/hour")
     token = make_token("unlucky")
     assert (await refused(gateway, token))[0] == 1011
     assert (await refused(gateway, token))[0] == 1011  # not 4029: the failed try was refunded

@@ -1,4 +1,7 @@
-"""Voice sessions end to end: echo, translation, resume after a restart, upstream faults."""
+"""Voice sessions end to end: echo, translation, resume after a restart, upstream faults.
+
+In process (`serve`), except what needs processes: a crash and restart, and SIGTERM's drain.
+"""
 
 from __future__ import annotations
 
@@ -13,12 +16,11 @@ from websockets.asyncio.client import connect
 
 from tests.clients import b64, make_token, open_voice, pcm
 from tests.redis_server import RedisServer
-from tests.servers import ServerProcess
+from tests.servers import GatewayFactory, Serve
 from tests.standin_openai import StandinOpenAI
 from voicegate.storage import SessionRecord
 from voicegate.storage.keys import Keys
 
-GatewayFactory = Callable[..., ServerProcess]
 API_KEY = "sk-test-standin-key-0123456789"
 
 
@@ -32,14 +34,17 @@ def openai_env(upstream: StandinOpenAI, redis_url: str | None = None) -> dict[st
     return env
 
 
+def openai_settings(upstream: StandinOpenAI, redis_url: str | None = None) -> dict[str, object]:
+    """`openai_env` as settings of an in-process server."""
+    return {name.lower(): value for name, value in openai_env(upstream, redis_url).items()}
+
+
 def audio_of(events: list[dict[str, object]], kind: str = "response.output_audio.delta") -> bytes:
     return b"".join(base64.b64decode(str(e["delta"])) for e in events if e["type"] == kind)
 
 
-async def test_local_engine_echoes_committed_audio_byte_for_byte(
-    server_factory: GatewayFactory,
-) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false"})
+async def test_local_engine_echoes_committed_audio_byte_for_byte(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False)
     client = await open_voice(gateway, make_token())
     spoken = pcm(1.2)
     for start in range(0, len(spoken), 4800):  # 100 ms frames, as a microphone would send
@@ -57,8 +62,8 @@ async def test_local_engine_echoes_committed_audio_byte_for_byte(
     await client.close()
 
 
-async def test_interrupt_cancels_the_response(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false"})
+async def test_interrupt_cancels_the_response(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False)
     client = await open_voice(gateway, make_token())
     spoken = pcm(10)
     for start in range(0, len(spoken), 48000):  # 1 s frames
@@ -74,8 +79,8 @@ async def test_interrupt_cancels_the_response(server_factory: GatewayFactory) ->
     await client.close()
 
 
-async def test_beta_events_are_renamed(server_factory: GatewayFactory) -> None:
-    gateway = server_factory({"REDIS_ENABLED": "false"})
+async def test_beta_events_are_renamed(serve: Serve) -> None:
+    gateway = await serve(redis_enabled=False)
     client = await open_voice(gateway, make_token(), events="beta")
     await client.send({"type": "audio.input", "audio": b64(pcm(0.3))})
     await client.send({"type": "input_audio_buffer.commit"})
@@ -87,9 +92,9 @@ async def test_beta_events_are_renamed(server_factory: GatewayFactory) -> None:
     await client.close()
 
 
-async def test_openai_engine_gets_translated_events(server_factory: GatewayFactory) -> None:
+async def test_openai_engine_gets_translated_events(serve: Serve) -> None:
     async with StandinOpenAI() as upstream:
-        gateway = server_factory(openai_env(upstream))
+        gateway = await serve(**openai_settings(upstream))
         client = await open_voice(gateway, make_token())
         conn = await upstream.wait_for_connections(1)
         assert conn.headers["Authorization"] == f"Bearer {API_KEY}"
@@ -200,11 +205,9 @@ async def test_drain_saves_and_the_client_resumes_on_another_instance(
     await again.close()
 
 
-async def test_upstream_drop_is_restored_with_the_conversation(
-    server_factory: GatewayFactory,
-) -> None:
+async def test_upstream_drop_is_restored_with_the_conversation(serve: Serve) -> None:
     async with StandinOpenAI() as upstream:
-        gateway = server_factory(openai_env(upstream))
+        gateway = await serve(**openai_settings(upstream))
         client = await open_voice(gateway, make_token())
         await client.send({"type": "input_audio_buffer.commit"})
         await client.recv_until("conversation.item.input_audio_transcription.completed")
@@ -216,12 +219,10 @@ async def test_upstream_drop_is_restored_with_the_conversation(
         await client.close()
 
 
-async def test_upstream_gone_for_good_closes_the_client_1011(
-    server_factory: GatewayFactory,
-) -> None:
+async def test_upstream_gone_for_good_closes_the_client_1011(serve: Serve) -> None:
     upstream = StandinOpenAI()
     await upstream.__aenter__()
-    gateway = server_factory(openai_env(upstream))
+    gateway = await serve(**openai_settings(upstream))
     client = await open_voice(gateway, make_token())
     await upstream.wait_for_connections(1)
     await upstream.close_connections(1001, "going away")
@@ -230,9 +231,9 @@ async def test_upstream_gone_for_good_closes_the_client_1011(
     assert code == 1011 and reason
 
 
-async def test_refused_api_key_is_not_retried(server_factory: GatewayFactory) -> None:
+async def test_refused_api_key_is_not_retried(serve: Serve) -> None:
     async with StandinOpenAI(valid_key="sk-the-real-key-0123456789") as upstream:
-        gateway = server_factory(openai_env(upstream))
+        gateway = await serve(**openai_settings(upstream))
         client = await open_voice(gateway, make_token(), expect_session=False)
         code, reason = await client.closed()
         assert code == 1011 and "key" in reason.lower()
@@ -240,9 +241,9 @@ async def test_refused_api_key_is_not_retried(server_factory: GatewayFactory) ->
         assert API_KEY not in reason and API_KEY not in gateway.log
 
 
-async def test_two_refused_connects_then_success(server_factory: GatewayFactory) -> None:
+async def test_two_refused_connects_then_success(serve: Serve) -> None:
     async with StandinOpenAI(refuse_first=2) as upstream:
-        gateway = server_factory(openai_env(upstream))  # RETRY_MAX_ATTEMPTS defaults to 3
+        gateway = await serve(**openai_settings(upstream))  # RETRY_MAX_ATTEMPTS defaults to 3
         client = await open_voice(gateway, make_token())
         assert client.first is not None and client.first["engine"] == "openai"
         assert [a.refused_with for a in upstream.attempts] == [503, 503, None]
@@ -250,10 +251,10 @@ async def test_two_refused_connects_then_success(server_factory: GatewayFactory)
 
 
 async def test_turn_detection_switched_off_stays_off_after_resume(
-    server_factory: GatewayFactory, redis_server: RedisServer
+    serve: Serve, redis_server: RedisServer
 ) -> None:
     async with StandinOpenAI() as upstream:
-        gateway = server_factory(openai_env(upstream, redis_server.url))
+        gateway = await serve(**openai_settings(upstream, redis_server.url))
         client = await open_voice(gateway, make_token("carol"))
         off = {"type": "session.update", "session": {"turn_detection": None}}
         await client.send(off)
