@@ -67,8 +67,11 @@ class LocalEngine(Engine):
         chunk_bytes: int = 4800,
         chunk_interval: float = 0.02,
         speech_rms: float = 500.0,
-        max_items: int = 1000,
-        max_item_bytes: int = 1024 * 1024,
+        # OpenAI bounds a conversation by its context window; this echo keeps twice the turns
+        # a session record keeps (VOICE_CONVERSATION_MAX_TURNS, 50), and room for one item
+        # of the largest message a client may send (VOICE_MAX_MESSAGE_BYTES, 256 KiB).
+        max_items: int = 100,
+        max_item_bytes: int = 256 * 1024,
     ) -> None:
         if chunk_bytes < 2 or chunk_bytes % 2:
             raise ValueError("chunk_bytes must be a positive even number (whole PCM16 samples)")
