@@ -105,10 +105,13 @@ class AofRedis:
             self.process.wait(timeout=10)
         self.process = None
 
-    def close(self) -> None:
+    def close(self, keep_log: Path | None = None) -> None:
         self.kill()
         import shutil
 
+        if keep_log is not None:
+            with contextlib.suppress(OSError):
+                shutil.copy(os.path.join(self.dir, "redis.log"), keep_log)
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -179,7 +182,7 @@ class Soak:
             if gateway is None:
                 return
             query = {"token": token}
-            if must_resume and session_id is not None and index % 2 == 0:
+            if must_resume and session_id is not None and (index // 2) % 2 == 0:
                 query["session_id"] = session_id
             try:
                 ws = await connect(
@@ -365,10 +368,15 @@ class Soak:
             await asyncio.gather(*chores)
             await asyncio.gather(*clients)
 
-    def close(self) -> None:
+    def close(self, stamp: str) -> None:
+        """Stop everything; the logs stay in bench/results/ for a post-mortem."""
+        RESULTS.mkdir(exist_ok=True)
         for gateway in self.gateways:
             gateway.server.stop(signal.SIGTERM, 30)
-        self.redis.close()
+            with contextlib.suppress(OSError):
+                path = RESULTS / f"soak-{stamp}-gateway-{gateway.name}.log"
+                path.write_text(gateway.server.log)
+        self.redis.close(keep_log=RESULTS / f"soak-{stamp}-redis.log")
 
     def server_errors(self) -> dict[str, int]:
         """Tracebacks and ERROR lines in each gateway's log (all its lives), but the contract's
@@ -484,16 +492,16 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parse_args(argv)
     soak = Soak(args)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
         run_async(soak.run())
     finally:
-        soak.close()
+        soak.close(stamp)
     report = soak.report()
     print(render(report), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"soak-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = RESULTS / f"soak-{stamp}.json"
     path.write_text(json.dumps(report, indent=1))
-    print(f"\nraw figures in {path}")
+    print(f"\nraw figures in {path}; the gateways' and Redis's logs beside it")
     return 0
 
 
