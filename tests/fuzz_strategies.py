@@ -214,8 +214,13 @@ def signed(claims: dict[str, Any]) -> str:
     return (header + b"." + body + b"." + part(signature.digest())).decode()
 
 
+# Fixed once: strategy bounds that moved with the clock would make hypothesis's data
+# generation differ between runs of one example (FlakyStrategyDefinition).
+NOW = int(time.time())
+
+
 def _claims(draw: st.DrawFn) -> dict[str, Any]:
-    now = int(time.time())
+    now = NOW
     claims: dict[str, Any] = {}
     for name, strategy in (
         ("sub", texts | json_values),
