@@ -4,6 +4,7 @@
     python -m bench --quick    # fewer samples and session counts (about 1 minute)
     python -m bench --only relay --sessions 10,50
     python -m bench --only relay --sessions 50,100 --workers 2
+    python -m bench --only soak  # or `python -m bench soak [--sessions N --minutes M ...]`
 
 Every figure is a ratio against a baseline measured in the same run (docs: benchmarks.md).
 """
@@ -19,13 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench import memory, redis_ops, relay, session_setup
+from bench import memory, redis_ops, relay, session_setup, soak
 from bench._loop import run as run_async
 from bench._procs import running_redis
 from bench._stats import Row, table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FIGURES = ("redis", "setup", "relay", "memory")
+# The soak runs for ten minutes and prints figures of its own: only when asked for.
+SOAK = "soak"
 
 
 def log(message: str) -> None:
@@ -35,7 +38,7 @@ def log(message: str) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer samples and session counts")
-    parser.add_argument("--only", action="append", choices=FIGURES, help="run only these")
+    parser.add_argument("--only", action="append", choices=(*FIGURES, SOAK), help="run only these")
     parser.add_argument("--sessions", help="relay session counts, e.g. 10,50,100")
     parser.add_argument("--repeats", type=int, help="relay runs per target and count")
     parser.add_argument("--window", type=float, help="relay measured window, seconds")
@@ -76,7 +79,14 @@ def plan_for(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == [SOAK]:
+        return soak.main(argv[1:])
     args = parse_args(argv)
+    if args.only and SOAK in args.only:
+        if len(args.only) > 1:
+            log("soak: run on its own (it prints figures of its own); the others are skipped")
+        return soak.main([])
     plan = plan_for(args)
     chosen = args.only or list(FIGURES)
     started = time.monotonic()

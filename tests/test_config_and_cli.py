@@ -43,6 +43,8 @@ def voicegate(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
         ("LOG_FORMAT", "xml", "LOG_FORMAT: Input should be 'text' or 'json'"),
         ("VOICE_ENGINE", "openai", "VOICE_ENGINE=openai requires OPENAI_API_KEY"),
         ("APP_ENV", "production", "APP_ENV=production requires JWT_SECRET or JWT_PUBLIC_KEY"),
+        # A typo must not silently run as development, with the dev token route open.
+        ("APP_ENV", "prod", "APP_ENV: Input should be 'development' or 'production'"),
     ],
 )
 def test_bad_configuration_stops_with_one_line(variable: str, value: str, expected: str) -> None:

@@ -344,3 +344,36 @@ async def test_every_event_it_emits_is_a_valid_openai_server_event() -> None:
     for event in seen:
         check_server_event(event)
     await session.close()
+
+
+async def test_the_conversation_it_keeps_is_bounded() -> None:
+    # A client adding items forever: past the bounds the oldest go, each with
+    # `conversation.item.deleted`, as OpenAI's `truncation: auto` drops the oldest messages.
+    session = await connect(MANUAL, max_items=5, max_item_bytes=4096)
+    ids = []
+    for i in range(8):
+        text = {"type": "input_text", "text": f"turn {i}"}
+        item = {"type": "message", "role": "user", "content": [text]}
+        await session.send(json.dumps({"type": "conversation.item.create", "item": item}))
+        ids.append((await events_until(session, "conversation.item.done"))[-1]["item"]["id"])
+    assert list(session.items) == ids[3:]
+    big = {
+        "type": "message",
+        "role": "user",
+        "content": [{"type": "input_text", "text": "x" * 3500}],
+    }
+    await session.send(json.dumps({"type": "conversation.item.create", "item": big}))
+    events = await events_until(session, "conversation.item.done")
+    deleted = [e["item_id"] for e in events if e["type"] == "conversation.item.deleted"]
+    assert len(deleted) >= 2  # five small ones and the big one are over 4096 bytes
+    assert deleted == ids[3 : 3 + len(deleted)]  # the oldest first
+    assert list(session.items) == [*ids[3 + len(deleted) :], events[-1]["item"]["id"]]
+    await session.send(json.dumps({"type": "conversation.item.retrieve", "item_id": ids[0]}))
+    assert (await events_until(session, "error"))[-1]["error"]["code"] == (
+        "item_retrieve_invalid_item_id"
+    )
+    # An answer's item counts too; the newest item is always kept, however big.
+    await session.send(json.dumps({"type": "response.create"}))
+    await events_until(session, "response.done")
+    assert len(session.items) <= 5
+    await session.close()

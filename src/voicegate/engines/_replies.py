@@ -10,7 +10,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from voicegate.engines._ga import assistant_item, response_object
+from voicegate.engines._ga import assistant_item, dumps, response_object
 from voicegate.engines._stream import EventStream
 
 __all__ = ["Items", "Replies", "new_id"]
@@ -23,20 +23,53 @@ def new_id(prefix: str) -> str:
 
 
 class Items:
-    """The conversation's items, and the last one (the `previous_item_id` of the next)."""
+    """The conversation's items, and the last one (the `previous_item_id` of the next).
 
-    def __init__(self, out: EventStream) -> None:
+    Bounded, as OpenAI's context is: past `max_items` items or `max_bytes` of them (the length
+    of their JSON), the oldest are dropped, each with a `conversation.item.deleted` so that a
+    client's copy of the conversation stays in step (OpenAI's default `truncation: auto` drops
+    the oldest messages too). A client adding items forever costs a bounded amount of memory.
+    """
+
+    def __init__(self, out: EventStream, *, max_items: int, max_bytes: int) -> None:
         self.by_id: dict[str, dict[str, Any]] = {}
         self.last: str | None = None
         self._out = out
+        self._sizes: dict[str, int] = {}
+        self._bytes = 0
+        self._max_items = max(1, max_items)
+        self._max_bytes = max_bytes
 
     def add(self, item: dict[str, Any]) -> None:
         """A finished item: `conversation.item.added`, then `.done`."""
         item = {**item, "object": "realtime.item", "status": "completed"}
-        self.by_id[item["id"]] = item
+        self.put(item)
         self._out.emit("conversation.item.added", previous_item_id=self.last, item=item)
         self._out.emit("conversation.item.done", previous_item_id=self.last, item=item)
         self.last = item["id"]
+
+    def put(self, item: dict[str, Any]) -> None:
+        """Keep `item` (new, or replacing the one of its id), dropping the oldest over the
+        bounds; the newest is always kept."""
+        item_id = item["id"]
+        self.remove(item_id)
+        size = len(dumps(item))
+        self.by_id[item_id] = item
+        self._sizes[item_id] = size
+        self._bytes += size
+        while len(self.by_id) > 1 and (
+            len(self.by_id) > self._max_items or self._bytes > self._max_bytes
+        ):
+            oldest = next(iter(self.by_id))
+            self.remove(oldest)
+            self._out.emit("conversation.item.deleted", item_id=oldest)
+
+    def remove(self, item_id: str) -> bool:
+        """Forget an item; False if there was none of that id."""
+        if self.by_id.pop(item_id, None) is None:
+            return False
+        self._bytes -= self._sizes.pop(item_id)
+        return True
 
 
 @dataclass(slots=True)
@@ -126,7 +159,7 @@ class Replies:
         emit(
             "response.output_item.done", response_id=response.response_id, output_index=0, item=item
         )
-        items.by_id[response.item_id] = item
+        items.put(item)
         emit("conversation.item.done", previous_item_id=items.last, item=item)
         items.last = response.item_id
         body = response_object(response.response_id, status, [item], metadata=response.metadata)

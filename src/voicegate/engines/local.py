@@ -55,19 +55,31 @@ class LocalEngine(Engine):
     `chunk_bytes` is the audio per `response.output_audio.delta` (4800 bytes = 100 ms);
     `chunk_interval` the pause between chunks (the default plays back five times faster than
     real time, leaving a cancel time to land); `speech_rms` the VAD's energy threshold on the
-    PCM16 scale.
+    PCM16 scale; `max_items` and `max_item_bytes` bound the conversation a session keeps (the
+    oldest items are dropped past them, engines/_replies.py).
     """
 
     name = "local"
 
     def __init__(
-        self, *, chunk_bytes: int = 4800, chunk_interval: float = 0.02, speech_rms: float = 500.0
+        self,
+        *,
+        chunk_bytes: int = 4800,
+        chunk_interval: float = 0.02,
+        speech_rms: float = 500.0,
+        # OpenAI bounds a conversation by its context window; this echo keeps twice the turns
+        # a session record keeps (VOICE_CONVERSATION_MAX_TURNS, 50), and room for one item
+        # of the largest message a client may send (VOICE_MAX_MESSAGE_BYTES, 256 KiB).
+        max_items: int = 100,
+        max_item_bytes: int = 256 * 1024,
     ) -> None:
         if chunk_bytes < 2 or chunk_bytes % 2:
             raise ValueError("chunk_bytes must be a positive even number (whole PCM16 samples)")
         self.chunk_bytes = chunk_bytes
         self.chunk_interval = chunk_interval
         self.speech_rms = speech_rms
+        self.max_items = max_items
+        self.max_item_bytes = max_item_bytes
 
     async def connect(self, config: EngineConfig, history: Sequence[Turn]) -> LocalConversation:
         """Open a conversation; it starts with `session.created` and the replayed history."""
@@ -81,7 +93,7 @@ class LocalConversation(EngineConversation):
         self.config = replace(config)
         self.history = list(history)
         self._out = EventStream()
-        self._items = Items(self._out)
+        self._items = Items(self._out, max_items=engine.max_items, max_bytes=engine.max_item_bytes)
         self.items = self._items.by_id
         self._replies = Replies(
             self._out,
@@ -218,7 +230,7 @@ class LocalConversation(EngineConversation):
 
     def _on_item_delete(self, event: dict[str, Any]) -> None:
         item_id = event.get("item_id")
-        if not isinstance(item_id, str) or self.items.pop(item_id, None) is None:
+        if not isinstance(item_id, str) or not self._items.remove(item_id):
             self._error("item_delete_invalid_item_id", "no such item", event)
         else:
             self._emit("conversation.item.deleted", item_id=item_id)
