@@ -113,9 +113,11 @@ async def test_frozen_redis_is_bounded_by_the_op_timeout(redis_server: RedisServ
         assert (await backend.admit(new_record(), LIMIT, 60, lease())).allowed
         await backend.save_session(new_record(), 60)
         assert time.monotonic() - started < 0.2  # no REDIS_OP_TIMEOUT_MS (0.25 s) spent waiting
-        # A record memory does not know is asked of Redis once: bounded by the op timeout.
+        # A record memory does not know is asked of Redis once, bounded by the op timeout; with
+        # no answer it cannot be called gone: "retry shortly".
         started = time.monotonic()
-        assert await backend.get_session("u1", "unknown") is None
+        with pytest.raises(StorageRecovering):
+            await backend.get_session("u1", "unknown")
         assert time.monotonic() - started < 0.25 + 0.5
     finally:
         os.kill(pid, signal.SIGCONT)
@@ -268,7 +270,8 @@ async def test_cancelled_during_an_outage_is_refunded_in_redis(redis_server: Red
         rec = new_record("cnl")
         assert (await backend.admit(rec, one, 60, lease())).allowed
         os.kill(pid, signal.SIGSTOP)
-        await backend.get_session("cnl", "x")  # times out: the circuit opens
+        with pytest.raises(StorageRecovering):  # times out: the circuit opens
+            await backend.get_session("cnl", "x")
         assert not backend.shared
         await backend.cancel_admission("cnl", rec.session_id)  # memory only, journaled
         os.kill(pid, signal.SIGCONT)
@@ -324,7 +327,8 @@ async def test_a_resume_redis_holds_but_memory_does_not_is_deferred(
     other = redis_for(redis_server.url)
     try:
         assert not backend.shared
-        assert await backend.get_session("rc", "anything") is None  # Redis is down: unknown
+        with pytest.raises(StorageRecovering):  # Redis is down: not known to be gone
+            await backend.get_session("rc", "anything")
         redis_server.start()
         rec = new_record("rc")
         await other.save_session(rec, 60)  # an instance already back on Redis wrote it
@@ -335,6 +339,32 @@ async def test_a_resume_redis_holds_but_memory_does_not_is_deferred(
         # Told that Redis answers, the circuit reconnects now, not within the hour.
         await wait_until(lambda: backend.shared)
         assert await backend.get_session("rc", rec.session_id) == rec
+    finally:
+        await other.close()
+        await backend.close()
+
+
+async def test_a_detached_session_only_redis_knows_is_deferred_not_replaced(
+    redis_server: RedisServer,
+) -> None:
+    """Resume without session_id on an instance still on memory: a new session would lose the
+    conversation Redis keeps for the user."""
+    redis_server.stop()
+    backend = await resilient_for(redis_server.url, backoff=PATIENT)  # starts on memory
+    other = redis_for(redis_server.url)
+    try:
+        # Redis down: nothing to defer to, voice goes on with a new session.
+        assert await backend.claim_latest("dl", 60, lease(), grace=60, stale_after=10) is None
+        redis_server.start()
+        rec, held = new_record("dl"), lease()
+        assert (await other.admit(rec, LIMIT, 60, held)).allowed  # an instance back on Redis
+        await other.release("dl", rec.session_id, held.connection_id, resumable=True)
+        assert not backend.shared
+        with pytest.raises(StorageRecovering):
+            await backend.claim_latest("dl", 60, lease(), grace=60, stale_after=10)
+        await wait_until(lambda: backend.shared)  # told that Redis answers, it reconnects now
+        claimed = await backend.claim_latest("dl", 60, lease(), grace=60, stale_after=10)
+        assert isinstance(claimed, SessionRecord) and claimed.session_id == rec.session_id
     finally:
         await other.close()
         await backend.close()

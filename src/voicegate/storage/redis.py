@@ -167,6 +167,11 @@ class RedisBackend(StateBackend):
         result = await self._claim_latest(keys=[k.resumable, k.leases, k.owners], args=args)
         return _claimed(result, lease)
 
+    async def has_resumable(self, user_id: str) -> bool:
+        """Whether the user has sessions detached from their connection (some may be past the
+        grace: only `claim_latest` knows for sure)."""
+        return bool(await self.client.zcard(Keys(user_id).resumable))
+
     async def renew_many(self, leases: Sequence[LeaseRef]) -> list[bool]:
         """One pipeline for a whole heartbeat tick (scripts are loaded first if Redis lost them)."""
         if isinstance(self.client, RedisCluster):  # keys of many slots: concurrent calls

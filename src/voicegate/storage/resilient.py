@@ -117,28 +117,20 @@ class ResilientBackend(StateBackend):
     # -- session records --------------------------------------------------------------------
 
     async def get_session(self, user_id: str, session_id: str) -> SessionRecord | None:
-        if self.circuit.available:
-            found = await self._redis(
-                "get_session", lambda: self.redis.get_session(user_id, session_id)
-            )
-            if found is not DOWN:
-                return found
-            return await self.memory.get_session(user_id, session_id)
+        found = await self._redis(
+            "get_session", lambda: self.redis.get_session(user_id, session_id)
+        )
+        if found is not DOWN:
+            return found
         record = await self.memory.get_session(user_id, session_id)
         if record is not None:
             return record
-        # Unknown here; Redis may hold it (written by an instance that is back on Redis). Ask
-        # once, bounded: resuming from memory now would fork the session.
-        try:
-            held = await self.circuit.attempt(
-                "get_session", self.redis.get_session(user_id, session_id)
-            )
-        except StorageUnavailable:
-            return None
-        if held is None:
-            return None
-        self.circuit.nudge()  # Redis answers: reconnect now rather than after the backoff
-        raise StorageRecovering("serving from memory until Redis's state is merged; retry shortly")
+        # Unknown here; Redis may hold it (written before this process started, or by an
+        # instance already back on Redis). "Not found" would be a guess: ask once, bounded.
+        await self._unless_redis_holds(
+            "get_session", self.redis.get_session(user_id, session_id), unanswered=True
+        )
+        return None
 
     async def save_session(self, record: SessionRecord, ttl: int) -> None:
         await self.memory.save_session(record, ttl)
@@ -225,6 +217,12 @@ class ResilientBackend(StateBackend):
         )
         if isinstance(result, SessionRecord):
             self.journal.claimed(user_id, result.session_id, lease)
+        elif result is None:
+            # A detached session only Redis knows must not become a new session because of a
+            # blip; while Redis does not answer at all, voice goes on with a new one.
+            await self._unless_redis_holds(
+                "has_resumable", self.redis.has_resumable(user_id), unanswered=False
+            )
         return result
 
     async def renew_many(self, leases: Sequence[LeaseRef]) -> list[bool]:
@@ -291,6 +289,24 @@ class ResilientBackend(StateBackend):
             return await self.circuit.call(label, operation())
         except StorageUnavailable:
             return DOWN
+
+    async def _unless_redis_holds(
+        self, label: str, holds: Awaitable[object], *, unanswered: bool
+    ) -> None:
+        """Raise StorageRecovering (the client is told to retry shortly) when Redis, asked once
+        within the op timeout, holds what memory does not; `unanswered` says whether Redis not
+        answering means the same."""
+        try:
+            held = await self.circuit.attempt(label, holds)
+        except StorageUnavailable:
+            if unanswered:
+                raise StorageRecovering("Redis does not answer; retry shortly") from None
+            return
+        if held:
+            self.circuit.nudge()  # Redis answers: reconnect now rather than after the backoff
+            raise StorageRecovering(
+                "serving from memory until Redis's state is merged; retry shortly"
+            )
 
     async def _write_back(self) -> None:
         await self.journal.write_back(self.redis, self.memory, call=self.circuit.attempt)

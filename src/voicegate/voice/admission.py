@@ -154,15 +154,18 @@ class Admission:
     async def _resume_latest(self, identity: Identity, lease: Lease) -> Admitted | None:
         """Resume without session_id: the user's most recent session whose connection was lost
         without the client closing it, within VOICE_RESUME_GRACE_SECONDS; None if there is none."""
-        claimed = await _within_grace(
-            lambda: self.storage.claim_latest(
-                identity.user_id,
-                self.settings.session_ttl_seconds,
-                lease,
-                grace=self.settings.voice_resume_grace_seconds,
-                stale_after=STALE_SECONDS,
+        try:
+            claimed = await _within_grace(
+                lambda: self.storage.claim_latest(
+                    identity.user_id,
+                    self.settings.session_ttl_seconds,
+                    lease,
+                    grace=self.settings.voice_resume_grace_seconds,
+                    stale_after=STALE_SECONDS,
+                )
             )
-        )
+        except StorageRecovering:
+            raise _refuse("recovering", 1013, "Try again later") from None
         if claimed is None:
             return None
         if isinstance(claimed, Decision):
