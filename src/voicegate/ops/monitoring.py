@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 
+from voicegate._tasks import stop_task
 from voicegate.ops import metrics
 from voicegate.storage import StateBackend
 
@@ -29,10 +30,9 @@ class RedisSampler:
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="redis-sampler")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    async def stop(self) -> bool:
+        """Stop sampling (bounded); True when the task ended."""
+        return await stop_task(self._task)
 
     async def run(self) -> None:
         """Sample until cancelled (the app's lifespan cancels it at shutdown)."""
