@@ -39,7 +39,8 @@ def client_for(target: RedisTarget, *, timeout: float) -> AnyRedis:
     common: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
-        "retry_on_timeout": False,
+        # No retry on a timeout: redis-py's default when `retry_on_timeout` (deprecated since
+        # redis-py 6, a DeprecationWarning for the Sentinel client) is not passed.
         "health_check_interval": 15,
     }
     return _BUILDERS[target.topology](target, common)
@@ -53,8 +54,8 @@ def _standalone(target: RedisTarget, common: dict[str, Any]) -> AnyRedis:
 
 
 def _cluster(target: RedisTarget, common: dict[str, Any]) -> AnyRedis:
-    # The cluster client takes neither option (it runs its own health checks and retries).
-    options = _without(common, "health_check_interval", "retry_on_timeout")
+    # The cluster client runs its own health checks.
+    options = _without(common, "health_check_interval")
     return RedisCluster.from_url(target.url.replace("+cluster", "", 1), **options)
 
 
