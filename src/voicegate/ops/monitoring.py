@@ -44,7 +44,10 @@ class RedisSampler:
             return
         storage.add_listener(_on_state_change)
         _on_state_change(storage.shared)
-        while True:
+        # A cancellation lost inside redis-py (see `voicegate._tasks`) still counts: the loop
+        # ends at its next turn instead of waiting for `stop_task` to send it again.
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():
             try:
                 await self.sample(storage)
             except Exception as exc:  # a surprise in INFO must not stop sampling for good
