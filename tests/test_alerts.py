@@ -18,7 +18,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from tests.redis_server import RedisServer
-from tests.servers import GatewayFactory, ServerProcess
+from tests.servers import InProcessServer, Serve
 from tests.test_metrics import eventually
 from voicegate.ops import metrics
 from voicegate.ops.health import THRESHOLDS
@@ -54,16 +54,14 @@ def exposed() -> dict[str, MetricWrapperBase]:
 # -- the health report against a real Redis ----------------------------------------------------
 
 
-async def test_health_lists_the_crossed_thresholds(
-    redis_server: RedisServer, server_factory: GatewayFactory
-) -> None:
-    # A server process: in process, this test once hung at shutdown (the Redis sampler did not
-    # stop when cancelled), which a process's SIGKILL after its grace period would hide.
-    gateway = server_factory({
-        "REDIS_URL": redis_server.url, "METRICS_SAMPLE_SECONDS": "0.2",
-        "REDIS_OP_TIMEOUT_MS": "5000",  # the frozen PING below must be measured, not abandoned
-    })  # fmt: skip
-    assert gateway.health()["alerts"] == []
+async def test_health_lists_the_crossed_thresholds(redis_server: RedisServer, serve: Serve) -> None:
+    # In process: the figures read here are gauges the server's sampler sets, not counters that
+    # other tests' servers in this process would have added to.
+    gateway = await serve(
+        redis_url=redis_server.url, metrics_sample_seconds=0.2,
+        redis_op_timeout_ms=5000,  # the frozen PING below must be measured, not abandoned
+    )  # fmt: skip
+    assert (await gateway.health())["alerts"] == []
     admin = aioredis.from_url(redis_server.url)
     crowd = [aioredis.from_url(redis_server.url) for _ in range(11)]
     try:
@@ -108,9 +106,9 @@ async def test_health_lists_the_crossed_thresholds(
     assert await _alerts_clear(gateway)
 
 
-async def _alerts_clear(gateway: ServerProcess, timeout: float = 10) -> bool:
+async def _alerts_clear(gateway: InProcessServer, timeout: float = 10) -> bool:
     async with asyncio.timeout(timeout):
-        while gateway.health()["alerts"]:
+        while (await gateway.health())["alerts"]:
             await asyncio.sleep(0.05)  # Redis drops closed clients from its count on its own
     return True
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import redis
 
@@ -143,3 +145,19 @@ async def test_the_client_reaches_the_server_it_names(
             await refused.ping()
     finally:
         await refused.aclose()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://127.0.0.1:6390/0",
+        "redis+sentinel://127.0.0.1:26390/mymaster",
+        "redis+cluster://127.0.0.1:7390",
+    ],
+)
+def test_clients_use_no_deprecated_option(url: str) -> None:
+    # redis-py warns when a client is built (`retry_on_timeout` since 6.0); nothing connects.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        client_for(RedisTarget.parse(url), timeout=1)
+    assert [str(w.message) for w in caught if w.category is DeprecationWarning] == []

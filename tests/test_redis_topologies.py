@@ -6,7 +6,7 @@ import pytest
 
 from tests.clients import Server, make_token, open_voice, refused
 from tests.redis_server import RedisServer
-from tests.servers import GatewayFactory, Serve, ServerProcess
+from tests.servers import Serve
 
 
 async def _admit_limit_and_resume(gateway: Server, user: str) -> None:
@@ -21,23 +21,19 @@ async def _admit_limit_and_resume(gateway: Server, user: str) -> None:
     await again.close()
 
 
-# Sentinel and Cluster run in server processes of their own: in process, redis-py's Sentinel
-# client warns that `retry_on_timeout` (which storage/client.py passes) is deprecated, and at
-# shutdown both clients leave a connection unclosed; with filterwarnings = error either fails
-# the test, for what a process at its exit never shows.
+# In process, like TLS: with filterwarnings = error, a deprecated option redis-py warns about or
+# a connection left unclosed at shutdown (a ResourceWarning) fails these tests.
 @pytest.mark.slow
-async def test_sentinel_url(server_factory: GatewayFactory, sentinel_port: int) -> None:
-    url = f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster"
-    gateway: ServerProcess = server_factory({"REDIS_URL": url})
-    assert gateway.health()["status"] == "healthy"
+async def test_sentinel_url(serve: Serve, sentinel_port: int) -> None:
+    gateway = await serve(redis_url=f"redis+sentinel://127.0.0.1:{sentinel_port}/mymaster")
+    assert (await gateway.health())["status"] == "healthy"
     await _admit_limit_and_resume(gateway, "sentinel-user")
 
 
 @pytest.mark.slow
-async def test_cluster_url(server_factory: GatewayFactory, cluster_port: int) -> None:
-    url = f"redis+cluster://127.0.0.1:{cluster_port}"
-    gateway: ServerProcess = server_factory({"REDIS_URL": url})
-    assert gateway.health()["status"] == "healthy"
+async def test_cluster_url(serve: Serve, cluster_port: int) -> None:
+    gateway = await serve(redis_url=f"redis+cluster://127.0.0.1:{cluster_port}")
+    assert (await gateway.health())["status"] == "healthy"
     assert "✅ Redis connected successfully: redis+cluster://127.0.0.1:" in gateway.log
     await _admit_limit_and_resume(gateway, "cluster-user")
 

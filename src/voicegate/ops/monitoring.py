@@ -6,6 +6,7 @@ import asyncio
 import logging
 import math
 
+from voicegate._tasks import stop_task
 from voicegate.ops import metrics
 from voicegate.storage import StateBackend
 
@@ -29,10 +30,9 @@ class RedisSampler:
     def start(self) -> None:
         self._task = asyncio.create_task(self.run(), name="redis-sampler")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+    async def stop(self) -> bool:
+        """Stop sampling (bounded); True when the task ended."""
+        return await stop_task(self._task)
 
     async def run(self) -> None:
         """Sample until cancelled (the app's lifespan cancels it at shutdown)."""
@@ -44,7 +44,10 @@ class RedisSampler:
             return
         storage.add_listener(_on_state_change)
         _on_state_change(storage.shared)
-        while True:
+        # A cancellation lost inside redis-py (see `voicegate._tasks`) still counts: the loop
+        # ends at its next turn instead of waiting for `stop_task` to send it again.
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():
             try:
                 await self.sample(storage)
             except Exception as exc:  # a surprise in INFO must not stop sampling for good

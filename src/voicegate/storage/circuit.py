@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from voicegate._retry import Backoff
+from voicegate._tasks import stop_task
 from voicegate.errors import StorageUnavailable
 from voicegate.ops.metrics import REDIS_COMMAND_SECONDS, REDIS_ERRORS, REDIS_FALLBACKS
 
@@ -136,9 +137,7 @@ class Circuit:
     async def close(self) -> None:
         """Stop reconnecting (a write-back in progress is cancelled and keeps what is left)."""
         self._closed = True
-        if self._reconnecting is not None:
-            self._reconnecting.cancel()
-            await asyncio.gather(self._reconnecting, return_exceptions=True)
+        await stop_task(self._reconnecting)
 
     async def _reconnect(self) -> None:
         """Round after round until Redis answers and the reconnect hook succeeds."""

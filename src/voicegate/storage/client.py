@@ -15,7 +15,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from voicegate.storage.target import RedisTarget, Topology
 
-__all__ = ["AnyRedis", "client_for"]
+__all__ = ["AnyRedis", "client_for", "close_client"]
 
 AnyRedis = aioredis.Redis | RedisCluster
 
@@ -39,7 +39,8 @@ def client_for(target: RedisTarget, *, timeout: float) -> AnyRedis:
     common: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
-        "retry_on_timeout": False,
+        # No retry on a timeout: redis-py's default when `retry_on_timeout` (deprecated since
+        # redis-py 6, a DeprecationWarning for the Sentinel client) is not passed.
         "health_check_interval": 15,
     }
     return _BUILDERS[target.topology](target, common)
@@ -53,8 +54,8 @@ def _standalone(target: RedisTarget, common: dict[str, Any]) -> AnyRedis:
 
 
 def _cluster(target: RedisTarget, common: dict[str, Any]) -> AnyRedis:
-    # The cluster client takes neither option (it runs its own health checks and retries).
-    options = _without(common, "health_check_interval", "retry_on_timeout")
+    # The cluster client runs its own health checks.
+    options = _without(common, "health_check_interval")
     return RedisCluster.from_url(target.url.replace("+cluster", "", 1), **options)
 
 
@@ -69,6 +70,22 @@ def _sentinel(target: RedisTarget, common: dict[str, Any]) -> AnyRedis:
     sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     master: aioredis.Redis = sentinel.master_for(target.service_name or "", db=target.db, **options)
     return master
+
+
+async def close_client(client: AnyRedis) -> None:
+    """Close `client` and every connection it opened.
+
+    A Sentinel master's `aclose()` closes its own pool but not the clients that asked the
+    sentinels where the master is (each holds a connection to a sentinel): those are closed too.
+    """
+    try:
+        await client.aclose()
+    finally:
+        pool = client.connection_pool if isinstance(client, aioredis.Redis) else None
+        manager = getattr(pool, "sentinel_manager", None)
+        if isinstance(manager, Sentinel):
+            for sentinel in manager.sentinels:
+                await sentinel.aclose()
 
 
 _BUILDERS: dict[Topology, Callable[[RedisTarget, dict[str, Any]], AnyRedis]] = {

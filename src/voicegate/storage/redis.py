@@ -31,7 +31,7 @@ from voicegate.storage.base import (
     StateBackend,
     ValueKind,
 )
-from voicegate.storage.client import AnyRedis
+from voicegate.storage.client import AnyRedis, close_client
 from voicegate.storage.keys import Keys, value_key
 
 __all__ = ["RedisBackend"]
@@ -271,7 +271,7 @@ class RedisBackend(StateBackend):
 
     async def close(self) -> None:
         with contextlib.suppress(RedisError, OSError):
-            await self.client.aclose()
+            await close_client(self.client)
 
 
 def _claimed(result: Any, lease: Lease) -> SessionRecord | Decision | None:

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
+from voicegate._tasks import stop_task
 from voicegate.engines import Engine, EngineConfig
 from voicegate.ops.metrics import UPSTREAM_FAILURES
 from voicegate.voice.admission import Admission
@@ -79,6 +80,4 @@ class VoiceService:
 
     async def close(self) -> None:
         """Stop the heartbeat (the drain left no connection to renew)."""
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
-            await asyncio.gather(self._heartbeat, return_exceptions=True)
+        await stop_task(self._heartbeat)
