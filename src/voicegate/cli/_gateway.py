@@ -22,6 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
 from voicegate._redact import mask_url
+from voicegate.cli._causes import causes
 
 OK, FAIL = "✅", "❌"
 RATE = 24_000  # PCM16 mono samples per second, as the Realtime API expects
@@ -64,15 +65,13 @@ class Ended(Failed):
 
 def why(exc: BaseException) -> str:
     """The root cause of a connection failure, in an operator's words."""
-    cause: BaseException | None = exc
-    while cause is not None:  # httpx and websockets wrap the socket error, often twice
+    for cause in causes(exc):
         if isinstance(cause, ConnectionRefusedError):
             return "connection refused (is the gateway running, on this host and port?)"
         if isinstance(cause, socket.gaierror):
             return f"DNS lookup failed ({cause.strerror})"
         if isinstance(cause, ssl.SSLCertVerificationError):
             return f"TLS certificate not trusted ({cause.verify_message})"
-        cause = cause.__cause__ or cause.__context__
     return str(exc) or type(exc).__name__
 
 

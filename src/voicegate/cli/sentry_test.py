@@ -31,6 +31,7 @@ from sentry_sdk.transport import HttpTransport
 from sentry_sdk.utils import Dsn
 
 from voicegate._redact import mask_text
+from voicegate.cli._causes import causes
 from voicegate.config import Settings
 from voicegate.ops.sentry import sentry_environment, sentry_options
 
@@ -108,11 +109,8 @@ class DeliveryTransport(HttpTransport):
 
 
 def _cause(error: BaseException) -> str:
-    """Why a request could not be made, in an operator's words (urllib3 wraps the cause)."""
-    seen: BaseException | None = error
-    for _ in range(10):  # MaxRetryError → NewConnectionError → the socket error, or so
-        if seen is None:
-            break
+    """Why a request could not be made, in an operator's words."""
+    for seen in causes(error):
         name = type(seen).__name__
         if isinstance(seen, socket.gaierror) or name == "NameResolutionError":
             return "DNS lookup failed (is the DSN's host right, and DNS reachable from here?)"
@@ -124,8 +122,6 @@ def _cause(error: BaseException) -> str:
             return f"TLS handshake failed ({seen.reason or seen})"
         if isinstance(seen, TimeoutError) or "Timeout" in name:
             return "connection timed out (a firewall dropping packets?)"
-        reason = getattr(seen, "reason", None)
-        seen = reason if isinstance(reason, BaseException) else seen.__cause__ or seen.__context__
     return str(error) or type(error).__name__
 
 
