@@ -316,11 +316,14 @@ class _Doctor:
         service = target.service_name or ""
         timeouts = {"socket_timeout": self.timeout, "socket_connect_timeout": self.timeout}
         password = {"password": target.options.get("sentinel_password")}
-        sentinels = redis.Sentinel(  # type: ignore[no-untyped-call]
-            list(target.nodes), sentinel_kwargs={**timeouts, **password}, **timeouts
+        sentinels = redis.Sentinel(
+            list(target.nodes),
+            sentinel_kwargs={**timeouts, **password},
+            socket_timeout=self.timeout,
+            socket_connect_timeout=self.timeout,
         )
         try:
-            host, port = sentinels.discover_master(service)  # type: ignore[no-untyped-call]
+            host, port = sentinels.discover_master(service)
         except redis.RedisError as exc:
             raise self.fail(f"no master for {service!r}: {exc}", "sentinel") from None
         finally:

@@ -10,25 +10,12 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.sentinel import Sentinel
-from redis.connection import HiredisRespSerializer
-from redis.utils import HIREDIS_AVAILABLE
 
 from voicegate.storage.target import RedisTarget, Topology
 
 __all__ = ["AnyRedis", "client_for", "close_client"]
 
 AnyRedis = aioredis.Redis | RedisCluster
-
-
-class _HiredisPackedConnection(aioredis.Connection):
-    """redis-py's asyncio connection packs commands in Python; hiredis packs the same bytes in C,
-    which admission's fifteen arguments notice (`bench/run --only redis`)."""
-
-    _packer = HiredisRespSerializer()
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        packed: list[bytes] = self._packer.pack(*args)
-        return packed
 
 
 def client_for(target: RedisTarget, *, timeout: float) -> AnyRedis:
@@ -48,8 +35,6 @@ def client_for(target: RedisTarget, *, timeout: float) -> AnyRedis:
 
 def _standalone(target: RedisTarget, common: dict[str, Any]) -> AnyRedis:
     # redis-py reads the URL's options itself (ssl_*, socket_*, …), as contract §1 promises.
-    if target.topology == "standalone" and not target.tls and HIREDIS_AVAILABLE:
-        common["connection_class"] = _HiredisPackedConnection  # TLS and sockets keep theirs
     return aioredis.from_url(target.url, **common)
 
 
@@ -67,7 +52,7 @@ def _sentinel(target: RedisTarget, common: dict[str, Any]) -> AnyRedis:
     # The sentinels' own password when the URL names one, else the master's (as before).
     password = target.options.get("sentinel_password", target.password)
     sentinel_options = dict(_without(options, "health_check_interval"), password=password)
-    sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(list(target.nodes), sentinel_kwargs=sentinel_options)
     master: aioredis.Redis = sentinel.master_for(target.service_name or "", db=target.db, **options)
     return master
 
