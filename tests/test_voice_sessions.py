@@ -124,6 +124,35 @@ async def test_openai_engine_gets_translated_events(serve: Serve) -> None:
         await client.close()
 
 
+async def test_audio_deltas_reach_each_dialect_however_the_engine_writes_them(
+    serve: Serve,
+) -> None:
+    # The relay tells audio deltas by their first bytes when written compactly with `type`
+    # first (the stand-in's echo, OpenAI's own), and by parsing their head otherwise.
+    shapes = [
+        {"type": "response.output_audio.delta", "delta": "AAAA"},  # spaces after the colons
+        {"event_id": "e1", "type": "response.output_audio.delta", "delta": "AAEC"},  # type last
+    ]
+    async with StandinOpenAI() as upstream:
+        gateway = await serve(**openai_settings(upstream))
+        for legacy, name in (
+            (False, "response.output_audio.delta"),
+            (True, "response.audio.delta"),
+        ):
+            client = await open_voice(gateway, make_token(f"shapes-{legacy}"))
+            await upstream.wait_for_connections(1 + legacy)
+            frame = b64(pcm(0.02))
+            append = "audio.input" if legacy else "input_audio_buffer.append"
+            await client.send({"type": append, "audio": frame})
+            echoed = await client.recv_until(name)  # compact, written by the stand-in
+            assert echoed[-1]["delta"] == frame
+            for shape in shapes:
+                await upstream.send(shape)
+                heard = await client.recv_until(name)  # under the other name, it times out
+                assert heard[-1]["delta"] == shape["delta"], heard
+            await client.close()
+
+
 async def _conversation_saved(
     redis_url: str,
     user: str,

@@ -52,6 +52,19 @@ _CLIENT_EVENTS = "client_events"
 _AUDIO_DELTA = b"response.output_audio.delta"
 _BETA_AUDIO_DELTA = b"response.audio.delta"
 _TYPE_FIRST = re.compile(rb'\s*\{\s*"type"\s*:\s*"([^"\\]*)"')
+# An audio delta as OpenAI and the local engine write it (compact, `type` first): told by its
+# first bytes, for the regex costs more than the rest of the frame's relaying in Python.
+_DELTA_HEAD = b'{"type":"' + _AUDIO_DELTA + b'"'
+_AT_DELTA_HEAD = slice(len(_DELTA_HEAD))
+_DELTA_NAME = slice(len(b'{"type":"'), len(b'{"type":"') + len(_AUDIO_DELTA))
+# Enum members read on every frame: a module constant is a dict lookup, `Enum.member` a trip
+# through the enum's metaclass.
+_OPEN, _ADMITTING, _RECONNECTING = (
+    ConnectionState.OPEN,
+    ConnectionState.ADMITTING,
+    ConnectionState.RECONNECTING,
+)
+_GA, _BETA = Dialect.GA, Dialect.BETA
 _CLOSING_SECONDS = 2.0  # longest wait to deliver the last event and the close frame
 
 
@@ -227,15 +240,15 @@ class VoiceConnection:
         counts = self.counts
         counts.messages_in += 1
         counts.bytes_in += len(payload)
-        if self.state is not ConnectionState.OPEN:
-            if self.state in (ConnectionState.ADMITTING, ConnectionState.RECONNECTING):
+        if self.state is not _OPEN:
+            if self.state is _ADMITTING or self.state is _RECONNECTING:
                 self._held.append(payload)  # reading is paused: at most what was already read
             return
         fast = audio_fast_path(payload)
         if fast is None:
             self._client_event(payload)
             return
-        if fast[1] and self.auto_dialect and self.dialect is Dialect.GA:
+        if fast[1] and self.auto_dialect and self.dialect is _GA:
             self._speaks_beta()
         # try/except costs nothing when nothing is raised; suppress() would add a context
         # manager to every frame.
@@ -302,9 +315,12 @@ class VoiceConnection:
 
     def on_engine_event(self, event: bytes | memoryview) -> None:
         """One server event from the engine (called from the engine's read callback)."""
-        match = _TYPE_FIRST.match(event, 0, 128)
-        if match is not None and match[1] == _AUDIO_DELTA:  # most of the traffic
-            if self.dialect is Dialect.BETA:
+        if event[_AT_DELTA_HEAD] == _DELTA_HEAD:  # most of the traffic
+            if self.dialect is _BETA:
+                name = _DELTA_NAME
+                event = b"".join((event[: name.start], _BETA_AUDIO_DELTA, event[name.stop :]))
+        elif (match := _TYPE_FIRST.match(event, 0, 128)) is not None and match[1] == _AUDIO_DELTA:
+            if self.dialect is _BETA:  # an audio delta written another way
                 event = b"".join(
                     (event[: match.start(1)], _BETA_AUDIO_DELTA, event[match.end(1) :])
                 )
