@@ -1,5 +1,5 @@
 """Instructions per relayed frame round trip, counted by callgrind: a figure that, unlike CPU
-seconds, hardly moves with what else the machine is doing (about 1 % from run to run).
+seconds, hardly moves with what else the machine is doing (1–2 % from run to run).
 
     python -m bench.instructions [--frames 10000] [--sessions 10]
 
@@ -21,7 +21,6 @@ import asyncio
 import base64
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from bench._procs import JWT_SECRET, Child, gateway_env, running_redis
 from bench.load_client import pcm_frame
+from bench.relay import wait_for_port
 from voicegate.auth.tokens import mint_token
 
 # picows' handling of the bytes one read brought: frames parsed, callbacks, forwarding sends.
@@ -41,7 +41,7 @@ COUNTED = "*WSProtocol__process_new_data*"
 WARM_UP = 20  # frames per session before the counters are zeroed
 
 
-async def _drive(urls: list[str], frames: int, pid: int) -> float:
+async def _drive(urls: list[str], frames: int, pid: int) -> None:
     audio = base64.b64encode(pcm_frame()).decode()
     sessions = [
         await connect(url, compression=None, ping_interval=None, open_timeout=300) for url in urls
@@ -58,29 +58,14 @@ async def _drive(urls: list[str], frames: int, pid: int) -> float:
 
     await asyncio.gather(*(round_trips(ws, WARM_UP) for ws in sessions))
     _callgrind_control("-z", pid)
-    started = time.monotonic()
     await asyncio.gather(*(round_trips(ws, frames // len(sessions)) for ws in sessions))
     _callgrind_control("-d", pid)
     for ws in sessions:
         await ws.close()
-    return time.monotonic() - started
 
 
 def _callgrind_control(flag: str, pid: int) -> None:
     subprocess.run(["callgrind_control", flag, str(pid)], check=True, capture_output=True)
-
-
-def _wait_listening(port: int, process: subprocess.Popen[str], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the relay under callgrind exited ({process.returncode})")
-        try:
-            socket.create_connection(("127.0.0.1", port), 1).close()
-            return
-        except OSError:
-            time.sleep(0.5)
-    raise RuntimeError(f"nothing listens on {port} after {timeout} s")
 
 
 def measure(target: str, frames: int, sessions: int) -> int:
@@ -112,7 +97,7 @@ def measure(target: str, frames: int, sessions: int) -> int:
                 url = (process.stdout.readline() if process.stdout else "").strip()
                 port = int(url.rsplit(":", 1)[1].split("/", 1)[0])
                 urls = [url] * sessions
-            _wait_listening(port, process)
+            wait_for_port(f"ws://127.0.0.1:{port}/", timeout=300)  # callgrind starts slowly
             asyncio.run(_drive(urls, frames, process.pid))
         finally:
             process.terminate()

@@ -237,12 +237,12 @@ class _UpstreamListener(WSListener):
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
         if kind in (_TEXT, _BINARY) and frame.fin:  # the hot path
-            events = self.events
-            if events is not None:
-                # bytes, not a memoryview: a copy costs less than a view compared and sliced
-                events.on_engine_event(frame.get_payload_as_bytes())
+            # bytes, not a memoryview: a copy costs less than a view compared and sliced
+            event = frame.get_payload_as_bytes()
+            if self.events is not None:
+                self.events.on_engine_event(event)
             else:
-                self._keep(frame.get_payload_as_bytes())
+                self._keep(event)
         elif kind == _CLOSE:
             code, reason = frame.get_close_code().value, frame.get_close_reason() or ""
             self.closed = UpstreamClosed(

@@ -55,8 +55,8 @@ _TYPE_FIRST = re.compile(rb'\s*\{\s*"type"\s*:\s*"([^"\\]*)"')
 # An audio delta as OpenAI and the local engine write it (compact, `type` first): told by its
 # first bytes; the regex was the largest single cost of relaying a frame (`bench.instructions`).
 _DELTA_HEAD = b'{"type":"' + _AUDIO_DELTA + b'"'
-_AT_DELTA_HEAD = slice(len(_DELTA_HEAD))
-_DELTA_NAME = slice(len(b'{"type":"'), len(b'{"type":"') + len(_AUDIO_DELTA))
+_BETA_DELTA_HEAD = b'{"type":"' + _BETA_AUDIO_DELTA + b'"'
+_AT_DELTA_HEAD, _AFTER_DELTA_HEAD = slice(len(_DELTA_HEAD)), slice(len(_DELTA_HEAD), None)
 # Enum members read on every frame: a module constant is one dict lookup; `Enum.member` takes
 # the slow attribute path of a class whose metaclass defines `__getattr__` (~16× the time).
 _OPEN, _ADMITTING, _RECONNECTING = (
@@ -317,14 +317,9 @@ class VoiceConnection:
         """One server event from the engine (called from the engine's read callback)."""
         if event[_AT_DELTA_HEAD] == _DELTA_HEAD:  # most of the traffic
             if self.dialect is _BETA:
-                name = _DELTA_NAME
-                event = b"".join((event[: name.start], _BETA_AUDIO_DELTA, event[name.stop :]))
-        elif (match := _TYPE_FIRST.match(event, 0, 128)) is not None and match[1] == _AUDIO_DELTA:
-            if self.dialect is _BETA:  # an audio delta written another way
-                event = b"".join(
-                    (event[: match.start(1)], _BETA_AUDIO_DELTA, event[match.end(1) :])
-                )
-        else:
+                event = _BETA_DELTA_HEAD + event[_AFTER_DELTA_HEAD]
+        else:  # every other event, audio deltas written another way included
+            match = _TYPE_FIRST.match(event, 0, 128)
             event = self._engine_event(match[1] if match else None, bytes(event))
         counts = self.counts
         counts.messages_out += 1
