@@ -1,5 +1,5 @@
 """Instructions per relayed frame round trip, counted by callgrind: a figure that, unlike CPU
-seconds, hardly moves with what else the machine is doing (1–2 % from run to run).
+seconds, hardly moves with what else the machine is doing (1 to 2 % from run to run).
 
     python -m bench.instructions [--frames 10000] [--sessions 10]
 
